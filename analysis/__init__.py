@@ -1,0 +1,1 @@
+"""Analysis of recorded sweeps: ablation tables and modality-gap plots (next issues)."""

@@ -1,0 +1,290 @@
+"""One typed configuration tree: the single source of truth for every default.
+
+A run is described by `Config`; YAML files and `--set key.path=value` overrides are merged into the
+defaults here and checked before any work starts. Every error names the dotted key path, so a typo in
+a sweep file fails in the first second instead of after an hour of training.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key path."""
+
+
+def _bounded(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    return field(default=default, metadata={"lo": lo, "hi": hi})
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"  # an open_clip model name (ViT-B-16, ...) or a registered small config (tiny)
+    pretrained: str | None = None  # open_clip pretrained tag or weights file; never needed by tests
+    grad_checkpointing: bool = False  # trade compute for activation memory on large models
+
+
+@dataclass
+class FusionConfig:
+    depth: int = _bounded(2, 0)  # 0 turns the training-time fusion module off
+    heads: int = _bounded(8, 1)
+    mlp_ratio: float = _bounded(4.0, 0.25)
+    readout: Literal["cls", "mean", "token"] = "cls"
+
+
+@dataclass
+class AugmentConfig:
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+    jitter_p: float = _bounded(0.8, 0.0, 1.0)
+    grayscale_p: float = _bounded(0.2, 0.0, 1.0)
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["scenes", "digits"] = "scenes"
+    seed: int = 0  # the data set's own seed: repeats of a trial vary run.seed, not the data
+    image_size: int = _bounded(32, 8)
+    captions_per_image: int = _bounded(5, 1)
+    num_train: int = _bounded(10_000, 1)
+    num_val: int = _bounded(500, 1)
+    num_test: int = _bounded(1_000, 1)
+    batch_size: int = _bounded(128, 2)  # global batch, split across data-parallel workers
+    num_workers: int = _bounded(1, 0)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "ito"  # a registered objective: see ito_sweeps.objectives.registry
+    alignment: Literal["none", "views", "captions", "views_captions"] = "views"
+    num_views: int = _bounded(2, 1)  # K image views for the `views` variants
+    num_captions: int = _bounded(2, 1)  # K' captions for the `captions` variants
+    fusion_weight: float = _bounded(2.0, 0.0)  # lambda; 0 drops the fusion module entirely
+    local_loss: bool = False  # open_clip's local_loss: local rows against the global batch
+
+
+@dataclass
+class OptimConfig:
+    lr: float = _bounded(2e-3, 0.0)
+    weight_decay: float = _bounded(0.1, 0.0)
+    beta1: float = _bounded(0.9, 0.0, 1.0)
+    beta2: float = _bounded(0.98, 0.0, 1.0)
+    eps: float = _bounded(1e-6, 0.0)
+    grad_clip: float | None = _bounded(None, 0.0)  # max global grad norm; None = no clipping
+
+
+@dataclass
+class ScheduleConfig:
+    steps: int = _bounded(200, 1)
+    warmup_steps: int = _bounded(20, 0)
+    min_lr_ratio: float = _bounded(0.0, 0.0, 1.0)  # cosine floor as a fraction of lr
+
+
+@dataclass
+class EvalConfig:
+    every: int = _bounded(100, 0)  # steps between validation passes; 0 = only the final test pass
+    probe_train_size: int = _bounded(2_000, 2)  # train images whose frozen features fit the probe
+    probe_c: float = _bounded(1.0, 0.0)
+    batch_size: int = _bounded(256, 1)
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = True  # autocast to bfloat16 on CUDA; ignored on CPU
+    compile: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms on top of seeding
+    log_every: int = _bounded(10, 1)
+    checkpoint_every: int = _bounded(0, 0)  # 0 = only the final checkpoint
+    threads: int = _bounded(0, 0)  # torch intra-op threads; 0 = torch's default
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, as sweeps and trackers see the config."""
+        return flatten(self.to_dict())
+
+
+def _plain(value: Any) -> Any:
+    # YAML and JSON have no tuples; lists round-trip through both and through torch.load(weights_only)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+# ---- building a Config from plain data, with checks -------------------------------------------------
+
+
+def from_dict(data: dict[str, Any] | None) -> Config:
+    cfg = _build(Config, data or {}, "")
+    check(cfg)
+    return cfg
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- YAML file <- `key.path=value` overrides, then every check."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        data = loaded or {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected KEY.PATH=VALUE, e.g. objective.fusion_weight=2")
+        set_path(data, key.strip(), yaml.safe_load(raw))
+    return from_dict(data)
+
+
+def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is a value, not a section")
+    node[leaf] = value
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = path or "config"
+        raise ConfigError(f"{_join(path, unknown[0])}: unknown key (valid keys in {where}: {', '.join(names)})")
+    kwargs = {}
+    for name, value in data.items():
+        key = _join(path, name)
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, key)
+        else:
+            kwargs[name] = _coerce(value, kind, key)
+            _check_range(names[name], kwargs[name], key)
+    return cls(**kwargs)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} numbers, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; users mean the number
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{key}: config type {kind!r} is not supported")  # a bug in this module, not user input
+
+
+def _check_range(f: dataclasses.Field, value: Any, key: str) -> None:
+    lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+    if value is None or isinstance(value, (str, bool, tuple)):
+        return
+    if lo is not None and value < lo:
+        raise ConfigError(f"{key}: {value!r} is below the minimum {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{key}: {value!r} is above the maximum {hi}")
+
+
+def check(cfg: Config) -> None:
+    """Checks that involve more than one key or a registry."""
+    from ito_sweeps.objectives.registry import OBJECTIVES
+
+    if cfg.objective.name not in OBJECTIVES:
+        raise ConfigError(
+            f"objective.name: unknown objective {cfg.objective.name!r} (valid: {', '.join(sorted(OBJECTIVES))})"
+        )
+    if cfg.schedule.warmup_steps > cfg.schedule.steps:
+        raise ConfigError(
+            f"schedule.warmup_steps: {cfg.schedule.warmup_steps} exceeds schedule.steps {cfg.schedule.steps}"
+        )
+    lo, hi = cfg.data.augment.crop_scale
+    if not 0 < lo <= hi <= 1:
+        raise ConfigError(f"data.augment.crop_scale: need 0 < low <= high <= 1, got {[lo, hi]}")
+    lo, hi = cfg.data.augment.crop_ratio
+    if not 0 < lo <= hi:
+        raise ConfigError(f"data.augment.crop_ratio: need 0 < low <= high, got {[lo, hi]}")
+    if any(j < 0 for j in cfg.data.augment.jitter) or cfg.data.augment.jitter[3] > 0.5:
+        raise ConfigError(f"data.augment.jitter: need non-negative values and hue <= 0.5, got {cfg.data.augment.jitter}")
+    if cfg.data.num_train < cfg.data.batch_size:
+        raise ConfigError(
+            f"data.batch_size: {cfg.data.batch_size} is larger than data.num_train {cfg.data.num_train}"
+        )
+
+
+def dump(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

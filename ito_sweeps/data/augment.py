@@ -1,0 +1,137 @@
+"""The ITO image-view augmentation: random resized crop, colour jitter, random grayscale.
+
+It follows torchvision's RandomResizedCrop, ColorJitter and RandomGrayscale, sampled the
+same way, but every random number comes from an explicit torch.Generator and never from
+the global RNG, so a view is reproducible from (seed, epoch, sample) alone, whatever the
+data-loader workers or the training loop draw elsewhere. The ops are torchvision's
+(transforms.v2.functional), except for the hue shift, which is reimplemented to the same
+result several times faster (see _adjust_hue).
+
+Each view takes one fixed-size batch of uniform numbers from the generator. A fixed count
+keeps the generator's stream aligned from view to view however many crop attempts were
+needed, and one call is cheaper than a dozen small ones.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torchvision.transforms.v2 import functional as F
+
+CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params tries this often
+_CROP_DRAWS = 4 * CROP_ATTEMPTS  # scale, log-ratio, top, left per attempt
+_JITTER_DRAWS = 1 + 4 + 4  # apply?, four factors, four keys for the order of the ops
+_DRAWS_PER_VIEW = _CROP_DRAWS + _JITTER_DRAWS + 1  # + grayscale?
+_HUE_SECTOR_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(3, 1, 1)  # red, green, blue
+
+
+def augment_view(
+    image: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    crop_scale: tuple[float, float],
+    crop_ratio: tuple[float, float],
+    jitter: tuple[float, float, float, float],
+    jitter_p: float,
+    grayscale_p: float,
+) -> torch.Tensor:
+    """A random view of a float (3, H, W) image in [0, 1], of the same shape and range.
+
+    jitter holds the (brightness, contrast, saturation, hue) strengths of ColorJitter.
+    """
+    draws = torch.rand(_DRAWS_PER_VIEW, generator=generator).tolist()
+    crop_draws, jitter_draws, grayscale_draw = draws[:_CROP_DRAWS], draws[_CROP_DRAWS:-1], draws[-1]
+    height, width = image.shape[-2:]
+    top, left, crop_height, crop_width = _crop_box(height, width, crop_scale, crop_ratio, crop_draws)
+    view = F.resized_crop(image, top, left, crop_height, crop_width, [height, width], antialias=True)
+    if jitter_draws[0] < jitter_p:
+        view = _colour_jitter(view, jitter, jitter_draws[1:])
+    if grayscale_draw < grayscale_p:
+        view = F.rgb_to_grayscale(view, num_output_channels=3)
+    return view.clamp(0.0, 1.0)
+
+
+def _crop_box(
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    draws: list[float],
+) -> tuple[int, int, int, int]:
+    """(top, left, height, width) as RandomResizedCrop.get_params samples it."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for attempt in range(CROP_ATTEMPTS):
+        u_scale, u_ratio, u_top, u_left = draws[4 * attempt : 4 * attempt + 4]
+        target_area = area * _between(scale, u_scale)
+        aspect = math.exp(_between(log_ratio, u_ratio))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            # Same as randint(0, height - h + 1): a uniform draw scaled and floored.
+            return int(u_top * (height - h + 1)), int(u_left * (width - w + 1)), h, w
+    return _centre_crop(height, width, ratio)
+
+
+def _centre_crop(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+    """torchvision's fallback: the largest centred crop whose aspect lies within ratio."""
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        w, h = round(height * max(ratio)), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _colour_jitter(
+    view: torch.Tensor, jitter: tuple[float, float, float, float], draws: list[float]
+) -> torch.Tensor:
+    """ColorJitter with factors and the order of the four ops taken from draws (8 numbers)."""
+    brightness, contrast, saturation, hue = jitter
+    factor_draws, order_keys = draws[:4], draws[4:]
+    ops = (
+        (F.adjust_brightness, brightness, _around_one(brightness)),
+        (F.adjust_contrast, contrast, _around_one(contrast)),
+        (F.adjust_saturation, saturation, _around_one(saturation)),
+        (_adjust_hue, hue, (-hue, hue)),
+    )
+    # Sorting by independent uniform keys gives a uniformly random permutation.
+    for index in sorted(range(4), key=order_keys.__getitem__):
+        adjust, strength, factor_range = ops[index]
+        if strength > 0:  # ColorJitter leaves out an op of strength 0
+            view = adjust(view, _between(factor_range, factor_draws[index]))
+    return view
+
+
+def _adjust_hue(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """F.adjust_hue for float RGB images (equal within 2e-6), in elementwise ops only.
+
+    torchvision's version costs ~300 us on a 32x32 image and its aminmax and gather
+    can take milliseconds when intra-op threads compete for busy cores; this one takes
+    ~100 us either way. It rotates the hue in sixths of a turn and maps back with
+    rgb = value - chroma * clamp(min(k, 4 - k), 0, 1), k = (hue + n) mod 6, n = 5, 3, 1.
+    """
+    r, g, b = image.unbind(-3)
+    value = torch.maximum(torch.maximum(r, g), b)
+    chroma = value - torch.minimum(torch.minimum(r, g), b)
+    # Grey pixels have no hue; any finite one works because their chroma is 0.
+    safe_chroma = torch.where(chroma > 0, chroma, 1.0)
+    hue = torch.where(
+        value == r,
+        (g - b) / safe_chroma,
+        torch.where(value == g, (b - r) / safe_chroma + 2.0, (r - g) / safe_chroma + 4.0),
+    )
+    k = (hue + 6.0 * factor + _HUE_SECTOR_OFFSETS.to(image.device)).remainder_(6.0)
+    return value - chroma * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+
+
+def _around_one(strength: float) -> tuple[float, float]:
+    return max(0.0, 1.0 - strength), 1.0 + strength
+
+
+def _between(bounds: tuple[float, float], u: float) -> float:
+    """Map a uniform draw u in [0, 1) onto [low, high)."""
+    low, high = bounds
+    return low + (high - low) * u

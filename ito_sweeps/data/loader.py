@@ -1,0 +1,143 @@
+"""From a DataConfig to train/val/test splits and to batches of (K views, K' captions) for training.
+
+Every random choice of a training sample (its crops, jitter, which captions) is drawn from a generator
+seeded by (run seed, epoch, sample index). Batches therefore do not depend on the number of loader
+workers or data-parallel ranks, and a run resumed from a checkpoint sees exactly the batches it would
+have seen, so seeded runs repeat exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from torch.utils.data import DataLoader, Dataset
+
+from ito_sweeps.config import ConfigError, DataConfig
+from ito_sweeps.data.augment import augment_view
+from ito_sweeps.data.imageset import ImageTextSet
+
+MEAN = torch.tensor(OPENAI_DATASET_MEAN).view(3, 1, 1)
+STD = torch.tensor(OPENAI_DATASET_STD).view(3, 1, 1)
+DIGITS_TOTAL = 1797  # scikit-learn's bundled handwritten digits
+
+
+def build_splits(cfg: DataConfig) -> dict[str, ImageTextSet]:
+    sizes = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}
+    total = sum(sizes.values())
+    if cfg.dataset == "scenes":
+        from ito_sweeps.data.scenes import make_scenes
+
+        data = make_scenes(total, cfg.seed, cfg.image_size, cfg.captions_per_image)
+    else:
+        from ito_sweeps.data.digits import load_digits_set
+
+        if total > DIGITS_TOTAL:
+            raise ConfigError(
+                f"data.num_train + num_val + num_test = {total} exceeds the {DIGITS_TOTAL} digits images; "
+                f"e.g. data.num_train=1297 data.num_val=100 data.num_test=400"
+            )
+        data = load_digits_set(cfg.seed, cfg.image_size, cfg.captions_per_image)
+    splits, start = {}, 0
+    for name, n in sizes.items():
+        splits[name] = data.subset(slice(start, start + n))
+        start += n
+    return splits
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 or [0, 1] float images -> the model's input normalisation (open_clip's defaults)."""
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    return (images - MEAN.to(images.device)) / STD.to(images.device)
+
+
+def tokenize_captions(data: ImageTextSet, tokenizer: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
+    """All captions as token ids (N, C, L); each distinct caption is tokenised once."""
+    unique = sorted({c for caps in data.captions for c in caps})
+    ids = tokenizer(unique)
+    row = {c: i for i, c in enumerate(unique)}
+    index = torch.tensor([[row[c] for c in caps] for caps in data.captions])
+    return ids[index]
+
+
+class ViewsDataset(Dataset):
+    """Sample (epoch, i) -> (views (K, 3, H, W) normalised, token ids (K', L)), K' distinct captions."""
+
+    def __init__(self, data: ImageTextSet, tokens: torch.Tensor, views: int, captions: int, cfg: DataConfig, seed: int):
+        if captions > data.captions_per_image:
+            raise ConfigError(
+                f"objective.num_captions: {captions} captions per sample but the data set has "
+                f"{data.captions_per_image} per image (data.captions_per_image)"
+            )
+        self.images, self.tokens = data.images, tokens
+        self.views, self.captions = views, captions
+        self.augment, self.seed = cfg.augment, seed
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = key
+        g = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF_FFFF_FFFF)
+        image = self.images[i].float() / 255
+        a = self.augment
+        views = torch.stack([
+            augment_view(
+                image, g, crop_scale=a.crop_scale, crop_ratio=a.crop_ratio, jitter=a.jitter,
+                jitter_p=a.jitter_p, grayscale_p=a.grayscale_p,
+            )
+            for _ in range(self.views)
+        ])
+        chosen = torch.randperm(self.tokens.shape[1], generator=g)[: self.captions]
+        return normalize(views), self.tokens[i, chosen]
+
+
+@dataclass
+class BatchPlan:
+    """Which samples form each global batch; rank r of W takes the r-th slice of every global batch."""
+
+    num_samples: int
+    global_batch: int
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self):
+        if self.global_batch % self.world_size:
+            raise ConfigError(
+                f"data.batch_size: global batch {self.global_batch} does not split over {self.world_size} workers"
+            )
+
+    @property
+    def local_batch(self) -> int:
+        return self.global_batch // self.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_samples // self.global_batch
+
+    def local_indices(self, epoch: int, first_step: int = 0) -> list[tuple[int, int]]:
+        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + 7919 * epoch))
+        batches = order[: self.steps_per_epoch * self.global_batch].view(self.steps_per_epoch, self.world_size, -1)
+        mine = batches[first_step:, self.rank].flatten().tolist()
+        return [(epoch, i) for i in mine]
+
+
+def train_batches(
+    dataset: ViewsDataset, plan: BatchPlan, start_step: int, num_workers: int, pin_memory: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless local batches from optimizer step `start_step` on, epoch after epoch."""
+    epoch, offset = divmod(start_step, plan.steps_per_epoch)
+    while True:
+        loader = DataLoader(
+            dataset,
+            batch_size=plan.local_batch,
+            sampler=plan.local_indices(epoch, offset),
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            drop_last=True,
+        )
+        yield from loader
+        epoch, offset = epoch + 1, 0

@@ -1,0 +1,144 @@
+"""The trained model: an open_clip dual encoder plus, during training only, ITO's fusion module.
+
+`ITOModel.forward` runs each tower once per batch and returns everything any objective needs: the
+pooled (deployed) embeddings of every view and caption, and fused embeddings of the requested
+(view, caption) pairs built from the per-token outputs of that same pass.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
+from torch import nn
+
+from ito_sweeps.config import Config, ConfigError
+from ito_sweeps.models.fusion import FusionModule
+
+# Small configurations for CPU runs, registered with open_clip so they are ordinary model names.
+open_clip.add_model_config(Path(__file__).parent / "configs")
+
+
+@dataclass
+class Features:
+    image: torch.Tensor  # (V, B, D) L2-normalised pooled embeddings, one row block per view
+    text: torch.Tensor  # (C, B, D) L2-normalised pooled embeddings, one row block per caption
+    fused: torch.Tensor | None  # (P, B, D) fused embeddings, one block per requested (view, caption) pair
+    logit_scale: torch.Tensor  # exp(logit_scale), a scalar
+
+
+def model_config(cfg: Config) -> dict[str, Any]:
+    """The open_clip `model_cfg` this run trains; export writes exactly this."""
+    base = open_clip.get_model_config(cfg.model.name)
+    if base is None:
+        raise ConfigError(
+            f"model.name: unknown model {cfg.model.name!r}; use a registered small config (tiny) "
+            f"or an open_clip name such as ViT-B-16 (see open_clip.list_models())"
+        )
+    model_cfg = copy.deepcopy(base)
+    model_cfg["vision_cfg"]["image_size"] = cfg.data.image_size
+    return model_cfg
+
+
+def build_tokenizer(cfg: Config):
+    return open_clip.get_tokenizer(cfg.model.name)
+
+
+def _project(x: torch.Tensor, projection: nn.Module | torch.Tensor | None) -> torch.Tensor:
+    if projection is None:
+        return x
+    return projection(x) if isinstance(projection, nn.Module) else x @ projection
+
+
+class ITOModel(nn.Module):
+    def __init__(self, cfg: Config, with_fusion: bool):
+        super().__init__()
+        model_config(cfg)  # fails early, with the key name, on an unknown model
+        self.clip = open_clip.create_model(
+            cfg.model.name, pretrained=cfg.model.pretrained, force_image_size=cfg.data.image_size
+        )
+        if cfg.model.grad_checkpointing:
+            self.clip.set_grad_checkpointing(True)
+        self.fusion = self._build_fusion(cfg) if with_fusion else None
+
+    def _build_fusion(self, cfg: Config) -> FusionModule:
+        visual = self.clip.visual
+        if not isinstance(visual, VisionTransformer) or visual.pool_type != "tok" or visual.attn_pool is not None:
+            raise ConfigError(
+                f"fusion.depth: the fusion module needs the CLS and patch tokens of a plain ViT image tower; "
+                f"{cfg.model.name} has none. Set fusion.depth=0 or objective.fusion_weight=0."
+            )
+        grid = visual.grid_size
+        if grid[0] != grid[1]:
+            raise ConfigError(f"data.image_size: the fusion module needs a square patch grid, got {grid}")
+        width = visual.output_dim
+        f = cfg.fusion
+        return FusionModule(width, f.depth, f.heads, f.mlp_ratio, f.readout, grid[0])
+
+    @property
+    def text_tower(self) -> nn.Module:
+        return getattr(self.clip, "text", self.clip)  # CustomTextCLIP keeps its text tower apart
+
+    # ---- the deployed path: exactly what an exported open_clip model computes --------------------
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_image(images)
+
+    def encode_text(self, texts: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_text(texts)
+
+    # ---- the training path: one pass per tower giving pooled and token outputs --------------------
+
+    def _image_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.clip.visual.forward_intermediates(
+            images, indices=1, normalize_intermediates=True, output_fmt="NLC", output_extra_tokens=True
+        )
+        tokens = torch.cat([out["image_intermediates_prefix"][0], out["image_intermediates"][0]], dim=1)
+        return out["image_features"], _project(tokens, self.clip.visual.proj)
+
+    def _text_with_tokens(self, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.clip.forward_intermediates(text=texts, text_indices=1, normalize_intermediates=True, normalize=False)
+        tower = self.text_tower
+        tokens = _project(out["text_intermediates"][0], tower.text_projection)
+        positions = _project(tower.positional_embedding[: texts.shape[1]], tower.text_projection)
+        return out["text_features"], tokens + positions.to(tokens.dtype)
+
+    def _text_valid(self, texts: torch.Tensor) -> torch.Tensor:
+        """True up to and including end-of-text, found the way open_clip's pooling finds it."""
+        pool = getattr(self.text_tower, "text_pool_type", getattr(self.text_tower, "pool_type", "argmax"))
+        if pool == "argmax":
+            eot = texts.argmax(dim=-1)
+        elif pool == "eos":
+            eot = (texts == self.text_tower.text_eos_id).int().argmax(dim=-1)
+        else:
+            return torch.ones_like(texts, dtype=torch.bool)
+        return torch.arange(texts.shape[1], device=texts.device)[None, :] <= eot[:, None]
+
+    def forward(
+        self, images: torch.Tensor, texts: torch.Tensor, fusion_pairs: tuple[tuple[int, int], ...] = ()
+    ) -> Features:
+        """images (B, V, 3, H, W), texts (B, C, L) token ids; fusion_pairs index (view, caption)."""
+        b, v = images.shape[:2]
+        c = texts.shape[1]
+        flat_images, flat_texts = images.flatten(0, 1), texts.flatten(0, 1)
+        if fusion_pairs:
+            image, image_tokens = self._image_with_tokens(flat_images)
+            text, text_tokens = self._text_with_tokens(flat_texts)
+            image_tokens = image_tokens.unflatten(0, (b, v))
+            text_tokens = text_tokens.unflatten(0, (b, c))
+            valid = self._text_valid(flat_texts).unflatten(0, (b, c))
+            views, captions = zip(*fusion_pairs)
+            # all pairs in one fusion call: (B, P, ...) -> (P * B, ...)
+            pick = lambda x, idx: x[:, list(idx)].transpose(0, 1).flatten(0, 1)  # noqa: E731
+            fused = self.fusion(pick(image_tokens, views), pick(text_tokens, captions), pick(valid, captions))
+            fused = fused.unflatten(0, (len(fusion_pairs), b))
+        else:
+            image, text, fused = self.encode_image(flat_images), self.encode_text(flat_texts), None
+        image = F.normalize(image, dim=-1).unflatten(0, (b, v)).transpose(0, 1)
+        text = F.normalize(text, dim=-1).unflatten(0, (b, c)).transpose(0, 1)
+        return Features(image=image, text=text, fused=fused, logit_scale=self.clip.logit_scale.exp())

@@ -1,0 +1,233 @@
+"""The training loop: one plain function from a Config to a flat dict of final metrics.
+
+Plain PyTorch only. Orchestration layers (Ray Train, MLflow) attach through arguments: `on_metrics`
+receives every logged record, `on_checkpoint` every saved checkpoint, `prepare_model` may wrap the
+model for data parallelism, and `resume` restarts from a checkpoint. Under torch.distributed each
+rank runs this function; rank 0 evaluates and writes files.
+
+The step itself never waits on the host: losses are accumulated on the device and read back only at
+logging steps, where a non-finite loss also surfaces, naming the first step at which it appeared.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ito_sweeps import config as config_mod
+from ito_sweeps.config import Config, ConfigError
+from ito_sweeps.data.loader import BatchPlan, ViewsDataset, build_splits, tokenize_captions, train_batches
+from ito_sweeps.evaluate.run import Embedder, evaluate
+from ito_sweeps.models.towers import ITOModel, build_tokenizer
+from ito_sweeps.objectives.contrastive import world
+from ito_sweeps.objectives.registry import build_objective
+from ito_sweeps.train import checkpoint
+from ito_sweeps.train.optim import build_optimizer, lr_at
+
+MetricsHook = Callable[[int, dict[str, float]], None]
+MAX_LOGIT_SCALE = math.log(100)
+# Sections a resumed run must share with its checkpoint; run, eval and the schedule length may change.
+RESUME_MUST_MATCH = ("model", "data", "objective", "fusion", "optim")
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("run.device: cuda requested but no GPU is visible; use run.device=cpu or auto")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    torch.cuda.set_device(device)
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+
+
+def _check_resumable(cfg: Config, saved: dict) -> None:
+    now = cfg.to_dict()
+    for section in RESUME_MUST_MATCH:
+        changed = [
+            k for k, v in config_mod.flatten(now[section], section + ".").items()
+            if config_mod.flatten(saved.get(section, {}), section + ".").get(k) != v
+        ]
+        if changed:
+            raise ConfigError(
+                f"{changed[0]}: differs from the checkpoint being resumed ({len(changed)} key(s) differ); "
+                f"resume with the run's own config.yaml or start a new run directory"
+            )
+
+
+def train(
+    cfg: Config,
+    run_dir: Path | None = None,
+    *,
+    on_metrics: MetricsHook | None = None,
+    on_checkpoint: Callable[[Path, int], None] | None = None,
+    prepare_model: Callable[[nn.Module], nn.Module] | None = None,
+    resume: Path | None = None,
+) -> dict[str, float]:
+    rank, world_size = world()
+    lead = rank == 0
+    device = resolve_device(cfg.run.device)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    started = time.perf_counter()
+
+    splits = build_splits(cfg.data)
+    tokenizer = build_tokenizer(cfg)
+    objective = build_objective(cfg)
+    model = ITOModel(cfg, with_fusion=bool(objective.fusion_pairs)).to(device)
+    optimizer = build_optimizer(model, cfg.optim, device)
+    start_step = 0
+    if resume is not None:
+        state = checkpoint.load(resume)
+        _check_resumable(cfg, state["config"])
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step = state["step"]
+    if prepare_model is not None:
+        wrapped = prepare_model(model)
+    elif world_size > 1:
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    else:
+        wrapped = model
+
+    ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
+    if lead and run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_mod.dump(cfg, run_dir / "config.yaml")
+    history = open(run_dir / "history.jsonl", "a") if lead and run_dir is not None else None
+
+    def emit(step: int, record: dict[str, float]) -> None:
+        if history is not None:
+            history.write(json.dumps({"step": step, **record}) + "\n")
+            history.flush()
+        if on_metrics is not None:
+            on_metrics(step, record)
+
+    use_bf16 = cfg.run.bf16 and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    embed = Embedder(model, tokenizer, device, cfg.eval.batch_size, autocast)
+    probe_train = splits["train"].subset(slice(0, cfg.eval.probe_train_size))
+
+    dataset = ViewsDataset(
+        splits["train"], tokenize_captions(splits["train"], tokenizer), objective.views, objective.captions,
+        cfg.data, cfg.run.seed,
+    )
+    plan = BatchPlan(len(dataset), cfg.data.batch_size, cfg.run.seed, rank, world_size)
+    batches = train_batches(dataset, plan, start_step, cfg.data.num_workers, pin_memory=device.type == "cuda")
+
+    def forward_loss(images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
+        with autocast():
+            return objective(wrapped(images, texts, objective.fusion_pairs))
+
+    step_fn = torch.compile(forward_loss) if cfg.run.compile else forward_loss
+    params = [p for p in model.parameters() if p.requires_grad]
+    first_bad = torch.full((), -1, device=device)
+    sums: dict[str, torch.Tensor] = {}
+    interval_start, data_wait, last_logged = time.perf_counter(), 0.0, start_step
+
+    def raise_if_nonfinite() -> None:
+        bad_step = int(first_bad.item())
+        if bad_step >= 0:
+            raise NonFiniteLoss(
+                f"loss became NaN or infinite at step {bad_step + 1}; lower optim.lr, set optim.grad_clip "
+                f"(e.g. 1.0), or resume from the last checkpoint in {ckpt_dir}"
+            )
+
+    def save_checkpoint(step: int) -> None:
+        raise_if_nonfinite()  # never persist weights that a NaN has already reached
+        if lead and ckpt_dir is not None:
+            path = checkpoint.save(ckpt_dir, step, model, optimizer, cfg.to_dict())
+            if on_checkpoint is not None:
+                on_checkpoint(path, step)
+
+    model.train()
+    for step in range(start_step, cfg.schedule.steps):
+        t0 = time.perf_counter()
+        images, texts = next(batches)
+        images = images.to(device, non_blocking=True)
+        texts = texts.to(device, non_blocking=True)
+        data_wait += time.perf_counter() - t0
+
+        lr = lr_at(step, cfg.optim.lr, cfg.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        losses = step_fn(images, texts)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if cfg.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        optimizer.step()
+        with torch.no_grad():
+            model.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            loss = losses["loss"].detach()
+            first_bad = torch.where(~torch.isfinite(loss) & (first_bad < 0), step, first_bad)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+
+        done = step + 1
+        if done % cfg.run.log_every == 0 or done == cfg.schedule.steps:
+            raise_if_nonfinite()
+            elapsed = time.perf_counter() - interval_start
+            n = done - last_logged
+            record = {f"train/{k}": (v / n).item() for k, v in sums.items()}
+            record.update({
+                "train/lr": lr,
+                "train/logit_scale": model.clip.logit_scale.exp().item(),
+                "train/samples_per_s": n * cfg.data.batch_size / elapsed,
+                "train/data_wait_frac": data_wait / elapsed,
+                "train/step_time_s": elapsed / n,
+            })
+            emit(done, record)
+            sums, interval_start, data_wait, last_logged = {}, time.perf_counter(), 0.0, done
+        if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.schedule.steps:
+            if lead:
+                val = evaluate(embed, splits["val"], probe_train, cfg.eval, cfg.run.seed)
+                emit(done, {f"val/{k}": v for k, v in val.items()})
+            _barrier(world_size)
+            interval_start = time.perf_counter()  # evaluation time is not training throughput
+        if cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0 and done < cfg.schedule.steps:
+            save_checkpoint(done)
+
+    train_time = time.perf_counter() - started
+    if start_step < cfg.schedule.steps or resume is None:
+        save_checkpoint(cfg.schedule.steps)
+    metrics: dict[str, float] = {}
+    if lead:
+        metrics = evaluate(embed, splits["test"], probe_train, cfg.eval, cfg.run.seed)
+        metrics["train_time_s"] = train_time
+        metrics["steps"] = float(cfg.schedule.steps)
+        emit(cfg.schedule.steps, {f"test/{k}": v for k, v in metrics.items()})
+        if run_dir is not None:
+            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if history is not None:
+        history.close()
+    _barrier(world_size)
+    return metrics
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        dist.barrier()

@@ -1,0 +1,190 @@
+"""Losses against naive per-sample loops, in one process and over a real 2-process gloo group."""
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from ito_sweeps import config as C
+from ito_sweeps.models.towers import Features
+from ito_sweeps.objectives.contrastive import clip_loss, nt_xent
+from ito_sweeps.objectives.registry import OBJECTIVES, build_objective
+
+
+def unit(rows):
+    return F.normalize(torch.tensor(rows, dtype=torch.float64), dim=-1)
+
+
+# a hand-made 4x4 case: image i is closest to caption i, but not exclusively
+IMAGES = unit([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+TEXTS = unit([[1, 0.2, 0], [0.1, 1, 0], [0, 0.3, 1], [1, 0.8, 0.1]])
+SCALE = torch.tensor(3.0, dtype=torch.float64)
+
+
+def naive_ce(logits_row, target):
+    return -logits_row[target] + math.log(sum(math.exp(v) for v in logits_row))
+
+
+def naive_clip(img, txt, s):
+    n = len(img)
+    sim = [[s * sum(a * b for a, b in zip(img[i], txt[j])) for j in range(n)] for i in range(n)]
+    i2t = sum(naive_ce(sim[i], i) for i in range(n)) / n
+    t2i = sum(naive_ce([sim[j][i] for j in range(n)], i) for i in range(n)) / n
+    return (i2t + t2i) / 2
+
+
+def naive_nt_xent(a, b, s):
+    n = len(a)
+    dot = lambda x, y: s * sum(p * q for p, q in zip(x, y))  # noqa: E731
+
+    def side(x, y):
+        total = 0.0
+        for i in range(n):
+            row = [dot(x[i], y[j]) for j in range(n)] + [dot(x[i], x[k]) for k in range(n) if k != i]
+            total += naive_ce(row, i)
+        return total / n
+
+    return (side(a, b) + side(b, a)) / 2
+
+
+def test_clip_loss_matches_naive_loop_on_hand_made_case():
+    got = clip_loss()(IMAGES, TEXTS, SCALE).item()
+    assert got == pytest.approx(naive_clip(IMAGES.tolist(), TEXTS.tolist(), 3.0), abs=1e-12)
+
+
+def test_clip_loss_perfect_alignment_known_value():
+    # identical orthonormal embeddings: each row's logits are [s, 0, 0, 0] -> CE = log(1 + 3 e^-s)
+    eye = torch.eye(4, dtype=torch.float64)
+    got = clip_loss()(eye, eye, torch.tensor(5.0, dtype=torch.float64)).item()
+    assert got == pytest.approx(math.log(1 + 3 * math.exp(-5.0)), abs=1e-12)
+
+
+def test_nt_xent_matches_naive_loop_on_hand_made_case():
+    got = nt_xent(IMAGES, TEXTS, SCALE).item()
+    assert got == pytest.approx(naive_nt_xent(IMAGES.tolist(), TEXTS.tolist(), 3.0), abs=1e-12)
+
+
+def random_features(views, captions, pairs, b=6, d=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *s: F.normalize(torch.randn(*s, d, generator=g, dtype=torch.float64), dim=-1)  # noqa: E731
+    return Features(
+        image=rand(views, b), text=rand(captions, b), fused=rand(pairs, b) if pairs else None,
+        logit_scale=torch.tensor(2.5, dtype=torch.float64),
+    )
+
+
+@pytest.mark.parametrize(
+    "alignment, views, captions, expected_pairs",
+    [
+        ("none", 1, 1, [(0, 0)]),
+        ("views", 3, 1, [(0, 0), (1, 0), (2, 0)]),
+        ("captions", 1, 2, [(0, 0), (0, 1)]),
+        ("views_captions", 2, 3, [(v, c) for v in range(2) for c in range(3)]),
+    ],
+)
+def test_ito_alignment_averages_clip_over_every_view_caption_pair(alignment, views, captions, expected_pairs):
+    cfg = C.load(None, [f"objective.alignment={alignment}", "objective.num_views=3" if views == 3 else
+                        "objective.num_views=2", f"objective.num_captions={captions if captions > 1 else 2}",
+                        "objective.fusion_weight=0"])
+    obj = build_objective(cfg)
+    assert (obj.views, obj.captions, obj.fusion_pairs) == (views, captions, ())
+    f = random_features(views, captions, 0)
+    expected = sum(
+        naive_clip(f.image[v].tolist(), f.text[c].tolist(), 2.5) for v, c in expected_pairs
+    ) / len(expected_pairs)
+    losses = obj(f)
+    assert losses["loss"].item() == pytest.approx(expected, abs=1e-10)
+    assert "loss_fusion" not in losses
+
+
+@pytest.mark.parametrize(
+    "alignment, views, captions, pairs",
+    [
+        ("views", 2, 1, ((0, 0), (1, 0))),
+        ("captions", 1, 2, ((0, 0), (0, 1))),
+        ("views_captions", 2, 2, ((0, 0), (1, 0))),
+        ("none", 2, 1, ((0, 0), (1, 0))),  # a second view is drawn for fusion alone
+    ],
+)
+def test_ito_total_is_align_plus_lambda_fusion(alignment, views, captions, pairs):
+    cfg = C.load(None, [f"objective.alignment={alignment}", "objective.fusion_weight=1.5"])
+    obj = build_objective(cfg)
+    assert (obj.views, obj.captions, obj.fusion_pairs) == (views, captions, pairs)
+    f = random_features(views, captions, 2, seed=1)
+    losses = obj(f)
+    fusion = naive_nt_xent(f.fused[0].tolist(), f.fused[1].tolist(), 2.5)
+    assert losses["loss_fusion"].item() == pytest.approx(fusion, abs=1e-10)
+    assert losses["loss"].item() == pytest.approx(losses["loss_align"].item() + 1.5 * fusion, abs=1e-10)
+    align_pairs = [(0, 0)] if alignment == "none" else [(v, c) for v in range(views) for c in range(captions)]
+    expected_align = sum(naive_clip(f.image[v].tolist(), f.text[c].tolist(), 2.5) for v, c in align_pairs)
+    assert losses["loss_align"].item() == pytest.approx(expected_align / len(align_pairs), abs=1e-10)
+
+
+def test_fusion_depth_zero_turns_fusion_off():
+    assert build_objective(C.load(None, ["fusion.depth=0"])).fusion_pairs == ()
+
+
+def test_registry_lists_baseline_and_ito():
+    assert {"clip", "ito"} <= set(OBJECTIVES)
+
+
+# ---- data parallel: the loss over 2 ranks equals the loss over the concatenated batch --------------
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank, world_size, port, features, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        for local_loss in (False, True):
+            cfg = C.load(None, ["objective.alignment=views", "objective.fusion_weight=2",
+                                f"objective.local_loss={str(local_loss).lower()}"])
+            obj = build_objective(cfg)
+            b = features.image.shape[1] // world_size
+            rows = slice(rank * b, (rank + 1) * b)
+            local = Features(*(t[:, rows].clone().requires_grad_(True) for t in (features.image, features.text,
+                                                                                  features.fused)),
+                             logit_scale=features.logit_scale)
+            loss = obj(local)["loss"]
+            loss.backward()
+            # plain lists: shared-memory tensors would not outlive this process
+            out.put((local_loss, rank, loss.item(), local.image.grad.tolist(), local.fused.grad.tolist()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_losses_see_the_global_batch_across_two_processes():
+    world_size = 2
+    full = random_features(2, 1, 2, b=8, d=6, seed=3)
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    mp.spawn(_rank_main, args=(world_size, _free_port(), full, out), nprocs=world_size, join=True)
+    results = [out.get() for _ in range(2 * world_size)]
+
+    leaf = Features(*(t.clone().requires_grad_(True) for t in (full.image, full.text, full.fused)),
+                    logit_scale=full.logit_scale)
+    obj = build_objective(C.load(None, ["objective.alignment=views", "objective.fusion_weight=2"]))
+    single = obj(leaf)["loss"]
+    single.backward()
+    for local_loss, rank, loss, image_grad, fused_grad in results:
+        rows = slice(rank * 4, (rank + 1) * 4)
+        if not local_loss:
+            assert loss == pytest.approx(single.item(), abs=1e-10)  # every rank computes the global loss
+        # The gather sums the ranks' gradients into each rank's rows, and DDP later averages parameter
+        # gradients over ranks: local rows carry world_size x the single-process gradient.
+        torch.testing.assert_close(torch.tensor(image_grad, dtype=torch.float64) / world_size,
+                                   leaf.image.grad[:, rows], rtol=1e-7, atol=1e-12)
+        torch.testing.assert_close(torch.tensor(fused_grad, dtype=torch.float64) / world_size,
+                                   leaf.fused.grad[:, rows], rtol=1e-7, atol=1e-12)
+    # local_loss: each rank scores only its rows, and the ranks' mean is the single-process loss
+    local_losses = [r[2] for r in results if r[0]]
+    assert sum(local_losses) / world_size == pytest.approx(single.item(), abs=1e-10)

@@ -1,0 +1,182 @@
+"""The training loop end to end on the embedded data: repeatability, resume, NaN, export, CLI."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import open_clip
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from ito_sweeps import config as C
+from ito_sweeps.cli import main
+from ito_sweeps.models.export import export
+from ito_sweeps.models.towers import ITOModel, build_tokenizer
+from ito_sweeps.train import checkpoint
+from ito_sweeps.train.loop import NonFiniteLoss, seed_everything, train
+from tests.conftest import FAST
+
+
+def history(run_dir):
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def weights(run_dir):
+    return checkpoint.load(checkpoint.latest(run_dir / "checkpoints"))["model"]
+
+
+def test_run_folder_and_metrics(fast_cfg, tmp_path):
+    seen = []
+    metrics = train(fast_cfg("eval.every=2"), tmp_path / "run", on_metrics=lambda s, r: seen.append((s, r)))
+    run = tmp_path / "run"
+    assert C.load(run / "config.yaml") == fast_cfg("eval.every=2")
+    assert json.loads((run / "metrics.json").read_text()) == pytest.approx(metrics)
+    for key in ["zeroshot_top1", "zeroshot_top1/count", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5",
+                "t2i_r10", "probe_top1", "modality_gap", "mean_paired_distance", "alignment",
+                "uniformity_image", "uniformity_text", "uniformity_union"]:
+        assert isinstance(metrics[key], float), key
+    train_steps = [s for s, r in seen if "train/loss" in r]
+    assert train_steps == [1, 2, 3, 4]
+    record = dict(seen)[1]
+    assert {"train/loss", "train/loss_align", "train/loss_fusion", "train/lr", "train/samples_per_s",
+            "train/data_wait_frac", "train/logit_scale"} <= set(record)
+    assert 0 <= record["train/data_wait_frac"] <= 1 and record["train/samples_per_s"] > 0
+    assert [s for s, r in seen if "val/zeroshot_top1" in r] == [2]
+    assert (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_seeded_runs_repeat_exactly_and_seeds_differ(fast_cfg, tmp_path):
+    train(fast_cfg(), tmp_path / "a")
+    train(fast_cfg(), tmp_path / "b")
+    train(fast_cfg("run.seed=1"), tmp_path / "c")
+    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k and "wait" not in k}  # noqa: E731
+                       for r in h]
+    assert strip(history(tmp_path / "a")) == strip(history(tmp_path / "b"))
+    a, b, c = weights(tmp_path / "a"), weights(tmp_path / "b"), weights(tmp_path / "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_continues_exactly(fast_cfg, tmp_path):
+    train(fast_cfg("schedule.steps=6", "run.checkpoint_every=3"), tmp_path / "full")
+    # the interrupted run: same schedule, stopped after its step-3 checkpoint
+    interrupted = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        def stop(step, record):
+            if step == 4:
+                raise KeyboardInterrupt
+        train(fast_cfg("schedule.steps=6", "run.checkpoint_every=3"), interrupted, on_metrics=stop)
+    assert checkpoint.load(checkpoint.latest(interrupted / "checkpoints"))["step"] == 3
+    train(fast_cfg("schedule.steps=6", "run.checkpoint_every=3"), interrupted,
+          resume=checkpoint.latest(interrupted / "checkpoints"))
+    full, resumed = weights(tmp_path / "full"), weights(interrupted)
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_resume_refuses_a_different_objective(fast_cfg, tmp_path):
+    train(fast_cfg(), tmp_path / "run")
+    with pytest.raises(C.ConfigError, match="objective.name: differs from the checkpoint"):
+        train(fast_cfg("objective.name=clip"), tmp_path / "run", resume=checkpoint.latest(tmp_path / "run" / "checkpoints"))
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_no_bad_checkpoint(fast_cfg, tmp_path):
+    cfg = fast_cfg("optim.lr=1e30", "schedule.warmup_steps=0", "schedule.steps=8", "run.log_every=4",
+                   "run.checkpoint_every=1")
+    with pytest.raises(NonFiniteLoss, match=r"loss became NaN or infinite at step (\d+); lower optim.lr") as err:
+        train(cfg, tmp_path / "run")
+    bad_step = int(err.value.args[0].split("at step ")[1].split(";")[0])
+    saved = checkpoint.load(checkpoint.latest(tmp_path / "run" / "checkpoints"))
+    assert saved["step"] < bad_step
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_export_is_plain_open_clip_with_bit_identical_embeddings(fast_cfg, tmp_path):
+    cfg = fast_cfg()
+    train(cfg, tmp_path / "run")
+    out = export(tmp_path / "run", tmp_path / "exported")
+    saved = load_file(str(out / "open_clip_model.safetensors"))
+    assert not any("fusion" in k for k in saved)
+
+    trained = ITOModel(cfg, with_fusion=True).eval()
+    trained.load_state_dict(weights(tmp_path / "run"))
+    assert sum(p.numel() for p in trained.fusion.parameters()) > 0  # there was a fusion module to drop
+    plain, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
+    plain.eval()
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
+    captions = ["a large red circle above a small blue square", "one green diamond"]
+    assert torch.equal(tokenizer(captions), build_tokenizer(cfg)(captions))
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in trained.clip.parameters())
+
+    images = torch.randn(3, 3, cfg.data.image_size, cfg.data.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(plain.encode_image(images), trained.encode_image(images))
+        assert torch.equal(plain.encode_text(tokenizer(captions)), trained.encode_text(tokenizer(captions)))
+
+
+def test_cli_help_and_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "train" in out and "export" in out
+    assert main(["train", "--set", "objective.fusion_wieght=2", "--out", str(tmp_path / "r")]) == 2
+    assert "objective.fusion_wieght: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing was started
+    assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "e")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_cli_train_then_refuses_to_overwrite(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ito_sweeps.cli", "train", "--out", str(run)]
+    for item in FAST:
+        cmd += ["--set", item]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "zeroshot_top1" in done.stdout and (run / "metrics.json").is_file()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+
+
+# ---- data parallel: 2 gloo ranks train exactly like one process holding the global batch -----------
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_rank(rank, world_size, port, overrides, run_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        train(C.load(None, overrides), run_dir)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_rank_data_parallel_matches_one_process(tmp_path):
+    overrides = FAST + ["schedule.steps=3"]
+    mp.spawn(_ddp_rank, args=(2, _free_port(), overrides, tmp_path / "ddp"), nprocs=2, join=True)
+    torch.set_num_threads(1)
+    train(C.load(None, overrides), tmp_path / "single")
+
+    loss = lambda run: [r["train/loss"] for r in history(run) if "train/loss" in r]  # noqa: E731
+    assert loss(tmp_path / "ddp") == pytest.approx(loss(tmp_path / "single"), rel=1e-5)
+    seed_everything(0, False)
+    init = ITOModel(C.load(None, overrides), with_fusion=True).state_dict()
+    ddp, single = weights(tmp_path / "ddp"), weights(tmp_path / "single")
+    for k in single:
+        moved_ddp, moved_single = ddp[k] - init[k], single[k] - init[k]
+        if k.endswith("attn.in_proj_bias"):
+            # the key bias has an exactly zero gradient (softmax ignores a constant shift), so Adam
+            # turns float noise into updates: compare only the query and value thirds
+            keep = torch.ones_like(moved_single, dtype=torch.bool)
+            keep[keep.shape[0] // 3 : 2 * keep.shape[0] // 3] = False
+            moved_ddp, moved_single = moved_ddp[keep], moved_single[keep]
+        assert (moved_ddp - moved_single).norm() <= 0.02 * moved_single.norm() + 1e-7, k
