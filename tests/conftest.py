@@ -1,6 +1,10 @@
 import logging
+import os
+import socket
+from contextlib import contextmanager
 
 import pytest
+import torch.distributed as dist
 
 from ito_sweeps import config as C
 
@@ -21,3 +25,20 @@ def fast_cfg():
         return C.load(None, FAST + list(overrides))
 
     return make
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def gloo_group(rank: int, world_size: int, port: int):
+    """A real torch.distributed process group over loopback, for one spawned rank."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

@@ -1,11 +1,8 @@
 """Losses against naive per-sample loops, in one process and over a real 2-process gloo group."""
 import math
-import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
@@ -13,6 +10,7 @@ from ito_sweeps import config as C
 from ito_sweeps.models.towers import Features
 from ito_sweeps.objectives.contrastive import clip_loss, nt_xent
 from ito_sweeps.objectives.registry import OBJECTIVES, build_objective
+from tests.conftest import free_port, gloo_group
 
 
 def unit(rows):
@@ -135,16 +133,8 @@ def test_registry_lists_baseline_and_ito():
 # ---- data parallel: the loss over 2 ranks equals the loss over the concatenated batch --------------
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank, world_size, port, features, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
+    with gloo_group(rank, world_size, port):
         for local_loss in (False, True):
             cfg = C.load(None, ["objective.alignment=views", "objective.fusion_weight=2",
                                 f"objective.local_loss={str(local_loss).lower()}"])
@@ -158,8 +148,6 @@ def _rank_main(rank, world_size, port, features, out):
             loss.backward()
             # plain lists: shared-memory tensors would not outlive this process
             out.put((local_loss, rank, loss.item(), local.image.grad.tolist(), local.fused.grad.tolist()))
-    finally:
-        dist.destroy_process_group()
 
 
 def test_losses_see_the_global_batch_across_two_processes():
@@ -167,7 +155,7 @@ def test_losses_see_the_global_batch_across_two_processes():
     full = random_features(2, 1, 2, b=8, d=6, seed=3)
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
-    mp.spawn(_rank_main, args=(world_size, _free_port(), full, out), nprocs=world_size, join=True)
+    mp.spawn(_rank_main, args=(world_size, free_port(), full, out), nprocs=world_size, join=True)
     results = [out.get() for _ in range(2 * world_size)]
 
     leaf = Features(*(t.clone().requires_grad_(True) for t in (full.image, full.text, full.fused)),

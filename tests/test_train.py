@@ -1,14 +1,11 @@
 """The training loop end to end on the embedded data: repeatability, resume, NaN, export, CLI."""
 import json
-import os
-import socket
 import subprocess
 import sys
 
 import open_clip
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
@@ -18,7 +15,7 @@ from ito_sweeps.models.export import export
 from ito_sweeps.models.towers import ITOModel, build_tokenizer
 from ito_sweeps.train import checkpoint
 from ito_sweeps.train.loop import NonFiniteLoss, seed_everything, train
-from tests.conftest import FAST
+from tests.conftest import FAST, free_port, gloo_group
 
 
 def history(run_dir):
@@ -144,25 +141,15 @@ def test_cli_train_then_refuses_to_overwrite(tmp_path):
 # ---- data parallel: 2 gloo ranks train exactly like one process holding the global batch -----------
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_rank(rank, world_size, port, overrides, run_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
+    with gloo_group(rank, world_size, port):
         train(C.load(None, overrides), run_dir)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_rank_data_parallel_matches_one_process(tmp_path):
     overrides = FAST + ["schedule.steps=3"]
-    mp.spawn(_ddp_rank, args=(2, _free_port(), overrides, tmp_path / "ddp"), nprocs=2, join=True)
+    mp.spawn(_ddp_rank, args=(2, free_port(), overrides, tmp_path / "ddp"), nprocs=2, join=True)
     torch.set_num_threads(1)
     train(C.load(None, overrides), tmp_path / "single")
 
@@ -180,3 +167,13 @@ def test_two_rank_data_parallel_matches_one_process(tmp_path):
             keep[keep.shape[0] // 3 : 2 * keep.shape[0] // 3] = False
             moved_ddp, moved_single = moved_ddp[keep], moved_single[keep]
         assert (moved_ddp - moved_single).norm() <= 0.02 * moved_single.norm() + 1e-7, k
+
+
+def test_digits_data_set_trains_the_clip_baseline(fast_cfg, tmp_path):
+    metrics = train(fast_cfg("data.dataset=digits", "objective.name=clip", "data.captions_per_image=3"), tmp_path / "r")
+    assert 0.0 <= metrics["zeroshot_top1"] <= 1.0 and "zeroshot_top1/count" not in metrics
+
+
+def test_digits_sizes_are_checked_before_work(fast_cfg):
+    with pytest.raises(C.ConfigError, match="exceeds the 1797 digits images"):
+        train(fast_cfg("data.dataset=digits", "data.num_train=5000"))

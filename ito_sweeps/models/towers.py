@@ -94,6 +94,8 @@ class ITOModel(nn.Module):
 
     # ---- the training path: one pass per tower giving pooled and token outputs --------------------
 
+    # forward_intermediates(indices=1) returns the last block's tokens through the final norm together
+    # with the pooled output of the same pass: one extra LayerNorm, never a second pass of a tower.
     def _image_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.clip.visual.forward_intermediates(
             images, indices=1, normalize_intermediates=True, output_fmt="NLC", output_extra_tokens=True

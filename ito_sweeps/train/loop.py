@@ -117,12 +117,12 @@ def train(
     if lead and run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         config_mod.dump(cfg, run_dir / "config.yaml")
-    history = open(run_dir / "history.jsonl", "a") if lead and run_dir is not None else None
+    history = run_dir / "history.jsonl" if lead and run_dir is not None else None
 
     def emit(step: int, record: dict[str, float]) -> None:
         if history is not None:
-            history.write(json.dumps({"step": step, **record}) + "\n")
-            history.flush()
+            with history.open("a") as f:  # appended per record, so a crash keeps everything logged
+                f.write(json.dumps({"step": step, **record}) + "\n")
         if on_metrics is not None:
             on_metrics(step, record)
 
@@ -212,7 +212,7 @@ def train(
             save_checkpoint(done)
 
     train_time = time.perf_counter() - started
-    if start_step < cfg.schedule.steps or resume is None:
+    if start_step < cfg.schedule.steps:
         save_checkpoint(cfg.schedule.steps)
     metrics: dict[str, float] = {}
     if lead:
@@ -222,8 +222,6 @@ def train(
         emit(cfg.schedule.steps, {f"test/{k}": v for k, v in metrics.items()})
         if run_dir is not None:
             (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if history is not None:
-        history.close()
     _barrier(world_size)
     return metrics
 
