@@ -136,6 +136,12 @@ def test_cli_train_then_refuses_to_overwrite(tmp_path):
     assert "zeroshot_top1" in done.stdout and (run / "metrics.json").is_file()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "pass --resume" in again.stderr
+    longer = subprocess.run(cmd + ["--set", "schedule.steps=6", "--resume"], capture_output=True, text=True,
+                            timeout=300)
+    assert longer.returncode == 0, longer.stderr
+    assert checkpoint.load(checkpoint.latest(run / "checkpoints"))["step"] == 6
+    steps = [r["step"] for r in history(run) if "train/loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the resumed run picked up at step 5
 
 
 # ---- data parallel: 2 gloo ranks train exactly like one process holding the global batch -----------
