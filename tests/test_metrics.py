@@ -226,11 +226,16 @@ def test_class_embeddings_average_normalised_prompts():
     }
     calls = []
 
-    def encode_text(prompts: list[str]) -> torch.Tensor:
-        calls.append(prompts)
-        return torch.tensor([prompt_vectors[p] for p in prompts])
+    class FakeModel:  # what open_clip's builder needs of a model
+        def encode_text(self, tokens, normalize=False):
+            prompts = [vocabulary[int(t)] for t in tokens]
+            calls.append(prompts)
+            x = torch.tensor([prompt_vectors[p] for p in prompts])
+            return torch.nn.functional.normalize(x, dim=-1) if normalize else x
 
-    classes = class_embeddings(encode_text, ["cat", "dog"], ["a {}", "the {}"])
+    vocabulary = list(prompt_vectors)
+    tokenizer = lambda prompts: torch.tensor([vocabulary.index(p) for p in prompts])  # noqa: E731
+    classes = class_embeddings(FakeModel(), tokenizer, ["cat", "dog"], ["a {}", "the {}"], torch.device("cpu"))
     assert calls == [["a cat", "the cat", "a dog", "the dog"]]
     # cat: mean of e1 and e2 (each normalised first) = (.5, .5, 0), re-normalised to (1, 1, 0)/√2;
     # averaging the raw vectors would have given a direction tilted towards e1.

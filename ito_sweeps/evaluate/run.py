@@ -48,7 +48,9 @@ def evaluate(embed: Embedder, split: ImageTextSet, probe_train: ImageTextSet, cf
 
         metrics: dict[str, float] = {}
         for n, task in enumerate(split.labels):
-            classes = class_embeddings(embed.texts, split.classnames[task], split.templates[task])
+            with embed.autocast():
+                classes = class_embeddings(embed.model.clip, embed.tokenizer, split.classnames[task],
+                                           split.templates[task], embed.device)
             # the first task is the headline number every table reports
             key = "zeroshot_top1" if n == 0 else f"zeroshot_top1/{task}"
             metrics[key] = zeroshot_top1(image, classes, split.labels[task])

@@ -7,29 +7,18 @@ highest cosine similarity.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
+from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
 
-def class_embeddings(
-    encode_text: Callable[[list[str]], torch.Tensor],
-    classnames: list[str],
-    templates: list[str],
-) -> torch.Tensor:
-    """Prompt-ensemble embeddings (C, D), unit-norm, row c for classnames[c].
+def class_embeddings(model, tokenizer, classnames: list[str], templates: list[str], device: torch.device) -> torch.Tensor:
+    """Prompt-ensemble embeddings (C, D), unit-norm, row c for classnames[c], by open_clip's own builder.
 
-    encode_text is called once with all C * T prompts (class-major: every template for class 0,
-    then class 1, ...) and must return their (C * T, D) embeddings; tokenising and batching are
-    its business.
+    model needs open_clip's `encode_text(tokens, normalize=True)`; tokenizer maps strings to tokens.
     """
-    prompts = [template.format(classname) for classname in classnames for template in templates]
-    prompt_embeddings = encode_text(prompts)
-    if prompt_embeddings.shape[0] != len(prompts):
-        raise ValueError(f"encode_text returned {prompt_embeddings.shape[0]} embeddings for {len(prompts)} prompts")
-    per_class = F.normalize(prompt_embeddings.float(), dim=1).reshape(len(classnames), len(templates), -1)
-    return F.normalize(per_class.mean(dim=1), dim=1)
+    weights = build_zero_shot_classifier(model, tokenizer, classnames, templates, device=device)  # (D, C)
+    return weights.T.float().cpu()
 
 
 def zeroshot_top1(image: torch.Tensor, classes: torch.Tensor, labels: torch.Tensor) -> float:
