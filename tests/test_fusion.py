@@ -97,3 +97,25 @@ def test_fusion_refuses_a_tower_without_tokens(fast_cfg):
     cfg = fast_cfg("model.name=RN50", "data.image_size=64")
     with pytest.raises(ConfigError, match="fusion.depth: the fusion module needs the CLS and patch tokens"):
         ITOModel(cfg, with_fusion=True)
+
+
+@pytest.mark.parametrize("alignment", ["views", "captions", "views_captions"])
+def test_fused_pairs_match_fusing_each_pair_by_hand(fast_cfg, alignment):
+    cfg = fast_cfg(f"objective.alignment={alignment}")
+    torch.manual_seed(0)
+    model = ITOModel(cfg, with_fusion=True).eval()
+    objective = build_objective(cfg)
+    g = torch.Generator().manual_seed(2)
+    images = torch.randn(2, objective.views, 3, cfg.data.image_size, cfg.data.image_size, generator=g)
+    tokens = build_tokenizer(cfg)(CAPTIONS)
+    texts = tokens.view(1, 2, -1).expand(2, 2, -1)[:, : objective.captions].clone()
+    texts[1] = texts[1].flip(0) if objective.captions == 2 else texts[1]
+    with torch.no_grad():
+        fused = model(images, texts, objective.fusion_pairs).fused
+        for p, (v, c) in enumerate(objective.fusion_pairs):
+            # one pair at a time, straight from the towers' token outputs
+            _, image_tokens = model._image_with_tokens(images[:, v])
+            _, text_tokens = model._text_with_tokens(texts[:, c])
+            image_in, text_in = model._fusion_inputs(image_tokens, text_tokens)
+            expected = model.fusion(image_in, text_in, model._text_valid(texts[:, c]))
+            torch.testing.assert_close(fused[p], expected, rtol=0, atol=1e-6)

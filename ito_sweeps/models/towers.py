@@ -96,19 +96,25 @@ class ITOModel(nn.Module):
 
     # forward_intermediates(indices=1) returns the last block's tokens through the final norm together
     # with the pooled output of the same pass: one extra LayerNorm, never a second pass of a tower.
+    # Tokens come back unprojected, so that only those a fusion pair uses get projected.
     def _image_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.clip.visual.forward_intermediates(
             images, indices=1, normalize_intermediates=True, output_fmt="NLC", output_extra_tokens=True
         )
         tokens = torch.cat([out["image_intermediates_prefix"][0], out["image_intermediates"][0]], dim=1)
-        return out["image_features"], _project(tokens, self.clip.visual.proj)
+        return out["image_features"], tokens
 
     def _text_with_tokens(self, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.clip.forward_intermediates(text=texts, text_indices=1, normalize_intermediates=True, normalize=False)
+        return out["text_features"], out["text_intermediates"][0]
+
+    def _fusion_inputs(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project tokens into the joint space; text gets the tower's position embedding (projected too)."""
         tower = self.text_tower
-        tokens = _project(out["text_intermediates"][0], tower.text_projection)
-        positions = _project(tower.positional_embedding[: texts.shape[1]], tower.text_projection)
-        return out["text_features"], tokens + positions.to(tokens.dtype)
+        image = _project(image_tokens, self.clip.visual.proj)
+        text = _project(text_tokens, tower.text_projection)
+        positions = _project(tower.positional_embedding[: text_tokens.shape[-2]], tower.text_projection)
+        return image, text + positions.to(text.dtype)
 
     def _text_valid(self, texts: torch.Tensor) -> torch.Tensor:
         """True up to and including end-of-text, found the way open_clip's pooling finds it."""
@@ -116,7 +122,8 @@ class ITOModel(nn.Module):
         if pool == "argmax":
             eot = texts.argmax(dim=-1)
         elif pool == "eos":
-            eot = (texts == self.text_tower.text_eos_id).int().argmax(dim=-1)
+            eos_id = getattr(self.text_tower, "text_eos_id", getattr(self.text_tower, "eos_id", None))
+            eot = (texts == eos_id).int().argmax(dim=-1)
         else:
             return torch.ones_like(texts, dtype=torch.bool)
         return torch.arange(texts.shape[1], device=texts.device)[None, :] <= eot[:, None]
@@ -131,13 +138,18 @@ class ITOModel(nn.Module):
         if fusion_pairs:
             image, image_tokens = self._image_with_tokens(flat_images)
             text, text_tokens = self._text_with_tokens(flat_texts)
-            image_tokens = image_tokens.unflatten(0, (b, v))
-            text_tokens = text_tokens.unflatten(0, (b, c))
-            valid = self._text_valid(flat_texts).unflatten(0, (b, c))
             views, captions = zip(*fusion_pairs)
-            # all pairs in one fusion call: (B, P, ...) -> (P * B, ...)
-            pick = lambda x, idx: x[:, list(idx)].transpose(0, 1).flatten(0, 1)  # noqa: E731
-            fused = self.fusion(pick(image_tokens, views), pick(text_tokens, captions), pick(valid, captions))
+            # project each used view / caption once, then lay out all pairs for one fusion call:
+            # (B, V or C, ...) -> (P * B, ...)
+            used_v, used_c = sorted(set(views)), sorted(set(captions))
+            image_used, text_used = self._fusion_inputs(
+                image_tokens.unflatten(0, (b, v))[:, used_v], text_tokens.unflatten(0, (b, c))[:, used_c]
+            )
+            valid_used = self._text_valid(flat_texts).unflatten(0, (b, c))[:, used_c]
+            pick = lambda x, idx, used: x[:, [used.index(i) for i in idx]].transpose(0, 1).flatten(0, 1)  # noqa: E731
+            fused = self.fusion(
+                pick(image_used, views, used_v), pick(text_used, captions, used_c), pick(valid_used, captions, used_c)
+            )
             fused = fused.unflatten(0, (len(fusion_pairs), b))
         else:
             image, text, fused = self.encode_image(flat_images), self.encode_text(flat_texts), None

@@ -192,7 +192,8 @@ def train(
             raise_if_nonfinite()
             elapsed = time.perf_counter() - interval_start
             n = done - last_logged
-            record = {f"train/{k}": (v / n).item() for k, v in sums.items()}
+            means = (torch.stack(list(sums.values())) / n).tolist()  # one device-to-host copy
+            record = {f"train/{k}": m for k, m in zip(sums, means)}
             record.update({
                 "train/lr": lr,
                 "train/logit_scale": model.clip.logit_scale.exp().item(),
