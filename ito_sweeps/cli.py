@@ -1,4 +1,4 @@
-"""`ito-sweeps`: train one run, or export a trained run as a plain open_clip model."""
+"""`ito-sweeps`: train one run, sweep a search space on Ray, browse the runs, export a trained model."""
 from __future__ import annotations
 
 import argparse
@@ -52,6 +52,47 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from ito_sweeps.sweep.runner import run_sweep
+
+    summary = run_sweep(args.space, profile=args.profile, address=args.address, tracking_uri=args.tracking_uri,
+                        name=args.name, resume=args.resume, storage=args.storage)
+    print(f"\nsweep {summary.name}: {len(summary.trials)} trial(s) in {summary.wall_s:.0f} s")
+    width = max([len(t.label) for t in summary.trials] + [5])
+    for t in summary.trials:
+        value = "-" if t.value is None else f"{t.value:.4f}"
+        print(f"  {t.label:<{width}}  {t.status:<8}  {summary.metric} {value}")
+    if summary.best is not None:
+        print(f"best ({summary.mode} {summary.metric}): {summary.best.label} = {summary.best.value:.4f}")
+    for t in summary.failed:
+        print(f"FAILED {t.label}: {t.error.splitlines()[0] if t.error else 'see the Ray trial log'}")
+    print(f"runs: MLflow {summary.tracking_uri}, experiment {summary.name!r}, parent run {summary.parent_run_id} "
+          f"(browse with `ito-sweeps ui`); Ray state: {summary.experiment_path}")
+    if summary.interrupted:
+        print(f"interrupted: continue with `ito-sweeps sweep {args.space} --resume"
+              + (f" --name {args.name}" if args.name else "") + "`")
+        return 130
+    return 1 if summary.failed else 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from ito_sweeps.sweep import tracking
+
+    uri = tracking.resolve_uri(args.tracking_uri)
+    if not uri.startswith("sqlite:///"):
+        print(f"error: {uri} is a server already; open it in a browser", file=sys.stderr)
+        return 2
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl+C stops it)", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+               "--port", str(args.port), "--artifacts-destination", tracking.artifact_root(uri)]
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from ito_sweeps.models.export import export
 
@@ -80,6 +121,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.set_defaults(func=_train)
 
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a search space (search_spaces/*.yaml) as a Ray Tune sweep recorded in MLflow",
+        description="Validate SPACE, then run its trials (each a Ray Train job) on the local machine or the Ray "
+        "cluster at --address, logging a parent MLflow run for the sweep and a child run per trial.",
+    )
+    sweep.add_argument("space", metavar="SPACE.yaml")
+    sweep.add_argument("--profile", help="the space's profile to use, e.g. cpu or gpu (default: cpu if defined)")
+    sweep.add_argument("--address", help="Ray cluster to join: auto, ray://HOST:10001, ... (default: a local Ray)")
+    sweep.add_argument("--tracking-uri", help="MLflow store: sqlite:///PATH.db or http://HOST:PORT "
+                       "(default: sqlite:///mlflow.db in the current folder)")
+    sweep.add_argument("--name", help="sweep name: the MLflow experiment and Ray folder (default: the space file's stem)")
+    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
+    sweep.add_argument("--storage", help="where Ray keeps sweep state and checkpoints; shared storage "
+                       "(s3://, NFS) on a multi-node cluster (default: ./ray_results)")
+    sweep.set_defaults(func=_sweep)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the sweeps' store",
+                             description="Serve the MLflow UI for a local store, bound to 127.0.0.1 only.")
+    ui.add_argument("--tracking-uri", help="default: sqlite:///mlflow.db in the current folder")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=_ui)
+
     exp = commands.add_parser(
         "export",
         help="write a trained run as a plain open_clip model folder (no fusion parameters)",
@@ -92,11 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean "fix your input": printed as one line, no traceback."""
+    from ito_sweeps.sweep.runner import SweepError
+    from ito_sweeps.sweep.space import SpaceError
+    from ito_sweeps.sweep.tracking import TrackingError
+
+    return SpaceError, SweepError, TrackingError
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, *_user_errors()) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

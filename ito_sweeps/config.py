@@ -95,6 +95,7 @@ class EvalConfig:
     probe_train_size: int = _bounded(2_000, 2)  # train images whose frozen features fit the probe
     probe_c: float = _bounded(1.0, 0.0)
     batch_size: int = _bounded(256, 1)
+    embeddings_sample: int = _bounded(1_000, 0)  # test pairs whose final embeddings are saved; 0 = none
 
 
 @dataclass

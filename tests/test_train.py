@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -27,10 +28,11 @@ def weights(run_dir):
 
 
 def test_run_folder_and_metrics(fast_cfg, tmp_path):
-    seen = []
-    metrics = train(fast_cfg("eval.every=2"), tmp_path / "run", on_metrics=lambda s, r: seen.append((s, r)))
+    seen, reports = [], []
+    metrics = train(fast_cfg("eval.every=2", "eval.embeddings_sample=40"), tmp_path / "run",
+                    on_metrics=lambda s, r: seen.append((s, r)), on_report=lambda *a: reports.append(a))
     run = tmp_path / "run"
-    assert C.load(run / "config.yaml") == fast_cfg("eval.every=2")
+    assert C.load(run / "config.yaml") == fast_cfg("eval.every=2", "eval.embeddings_sample=40")
     assert json.loads((run / "metrics.json").read_text()) == pytest.approx(metrics)
     for key in ["zeroshot_top1", "zeroshot_top1/count", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5",
                 "t2i_r10", "probe_top1", "modality_gap", "mean_paired_distance", "alignment",
@@ -42,8 +44,17 @@ def test_run_folder_and_metrics(fast_cfg, tmp_path):
     assert {"train/loss", "train/loss_align", "train/loss_fusion", "train/lr", "train/samples_per_s",
             "train/data_wait_frac", "train/logit_scale"} <= set(record)
     assert 0 <= record["train/data_wait_frac"] <= 1 and record["train/samples_per_s"] > 0
-    assert [s for s, r in seen if "val/zeroshot_top1" in r] == [2]
+    assert [s for s, r in seen if "val/zeroshot_top1" in r] == [2, 4]  # every eval.every steps and at the end
+    # each validation pass is reported once; the end adds the test metrics and the final checkpoint
+    assert [(step, ckpt) for step, _, ckpt in reports] == [(2, None), (4, run / "checkpoints" / "step_00000004.pt")]
+    assert set(reports[0][1]) == {f"val/{k}" for k in metrics if k not in ("train_time_s", "steps")}
+    val_at_end = next(r for s, r in seen if s == 4 and "val/zeroshot_top1" in r)
+    assert reports[1][1] == {**val_at_end, **{f"test/{k}": v for k, v in metrics.items()}}
     assert (run / "checkpoints" / "last.pt").is_file()
+    sample = np.load(run / "embeddings.npz")
+    assert sample["image"].shape == sample["text"].shape == (40, 128) and sample["label"].shape == (40,)
+    assert np.allclose(np.linalg.norm(sample["image"], axis=1), 1, atol=1e-5)
+    assert sample["classnames"][sample["label"][0]] in str(sample["caption"][0])
 
 
 def test_seeded_runs_repeat_exactly_and_seeds_differ(fast_cfg, tmp_path):

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ito_sweeps.config import EvalConfig
 from ito_sweeps.data.imageset import ImageTextSet
@@ -12,6 +14,14 @@ from ito_sweeps.evaluate.geometry import geometry_metrics
 from ito_sweeps.evaluate.probe import linear_probe_top1
 from ito_sweeps.evaluate.retrieval import retrieval_metrics
 from ito_sweeps.evaluate.zeroshot import class_embeddings, zeroshot_top1
+
+# What `evaluate` returns on the embedded `scenes` data (digits has no `count` task); the loop logs each
+# under val/ and test/, and sweeps validate their metric names against this list before Ray starts.
+METRIC_NAMES = (
+    "zeroshot_top1", "zeroshot_top1/count", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10",
+    "probe_top1", "modality_gap", "mean_paired_distance", "alignment",
+    "uniformity_image", "uniformity_text", "uniformity_union",
+)
 
 
 class Embedder:
@@ -62,5 +72,24 @@ def evaluate(embed: Embedder, split: ImageTextSet, probe_train: ImageTextSet, cf
         )
         metrics.update(geometry_metrics(image, text[::per_image]))  # each image with its first caption
         return metrics
+    finally:
+        embed.model.train(was_training)
+
+
+def embedding_sample(embed: Embedder, split: ImageTextSet, n: int) -> dict[str, np.ndarray]:
+    """The first n held-out pairs (each image with its first caption), L2-normalised as the deployed model
+    compares them: what the analysis package draws modality-gap plots from."""
+    part = split.subset(slice(0, n))
+    was_training = embed.model.training
+    embed.model.eval()
+    try:
+        task = next(iter(part.labels))
+        return {
+            "image": F.normalize(embed.images(part.images), dim=-1).numpy(),
+            "text": F.normalize(embed.texts([caps[0] for caps in part.captions]), dim=-1).numpy(),
+            "label": np.asarray(part.labels[task]),
+            "caption": np.asarray([caps[0] for caps in part.captions]),
+            "classnames": np.asarray(part.classnames[task]),
+        }
     finally:
         embed.model.train(was_training)

@@ -1,9 +1,10 @@
 """The training loop: one plain function from a Config to a flat dict of final metrics.
 
 Plain PyTorch only. Orchestration layers (Ray Train, MLflow) attach through arguments: `on_metrics`
-receives every logged record, `on_checkpoint` every saved checkpoint, `prepare_model` may wrap the
-model for data parallelism, and `resume` restarts from a checkpoint. Under torch.distributed each
-rank runs this function; rank 0 evaluates and writes files.
+receives every logged record, `on_report` is called on every rank at each validation pass (every
+`eval.every` steps and at the end) with rank 0's evaluation metrics and the checkpoint saved at that
+step, `prepare_model` may wrap the model for data parallelism, and `resume` restarts from a
+checkpoint. Under torch.distributed each rank runs this function; rank 0 evaluates and writes files.
 
 The step itself never waits on the host: losses are accumulated on the device and read back only at
 logging steps, where a non-finite loss also surfaces, naming the first step at which it appeared.
@@ -27,7 +28,7 @@ from torch import nn
 from ito_sweeps import config as config_mod
 from ito_sweeps.config import Config, ConfigError
 from ito_sweeps.data.loader import BatchPlan, ViewsDataset, build_splits, tokenize_captions, train_batches
-from ito_sweeps.evaluate.run import Embedder, evaluate
+from ito_sweeps.evaluate.run import Embedder, embedding_sample, evaluate
 from ito_sweeps.models.towers import ITOModel, build_tokenizer
 from ito_sweeps.objectives.contrastive import world
 from ito_sweeps.objectives.registry import build_objective
@@ -35,6 +36,7 @@ from ito_sweeps.train import checkpoint
 from ito_sweeps.train.optim import build_optimizer, lr_at
 
 MetricsHook = Callable[[int, dict[str, float]], None]
+ReportHook = Callable[[int, dict[str, float], "Path | None"], None]
 MAX_LOGIT_SCALE = math.log(100)
 # Sections a resumed run must share with its checkpoint; run, eval and the schedule length may change.
 RESUME_MUST_MATCH = ("model", "data", "objective", "fusion", "optim")
@@ -82,7 +84,7 @@ def train(
     run_dir: Path | None = None,
     *,
     on_metrics: MetricsHook | None = None,
-    on_checkpoint: Callable[[Path, int], None] | None = None,
+    on_report: ReportHook | None = None,
     prepare_model: Callable[[nn.Module], nn.Module] | None = None,
     resume: Path | None = None,
 ) -> dict[str, float]:
@@ -146,6 +148,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     first_bad = torch.full((), -1, device=device)
     sums: dict[str, torch.Tensor] = {}
+    metrics: dict[str, float] = {}  # the final test metrics, on rank 0
     interval_start, data_wait, last_logged = time.perf_counter(), 0.0, start_step
 
     def raise_if_nonfinite() -> None:
@@ -156,12 +159,11 @@ def train(
                 f"(e.g. 1.0), or resume from the last checkpoint in {ckpt_dir}"
             )
 
-    def save_checkpoint(step: int) -> None:
+    def save_checkpoint(step: int) -> Path | None:
         raise_if_nonfinite()  # never persist weights that a NaN has already reached
         if lead and ckpt_dir is not None:
-            path = checkpoint.save(ckpt_dir, step, model, optimizer, cfg.to_dict())
-            if on_checkpoint is not None:
-                on_checkpoint(path, step)
+            return checkpoint.save(ckpt_dir, step, model, optimizer, cfg.to_dict())
+        return None
 
     model.train()
     for step in range(start_step, cfg.schedule.steps):
@@ -203,27 +205,34 @@ def train(
             })
             emit(done, record)
             sums, interval_start, data_wait, last_logged = {}, time.perf_counter(), 0.0, done
-        if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.schedule.steps:
-            if lead:
+        last = done == cfg.schedule.steps
+        train_time = time.perf_counter() - started
+        saved = None
+        if last or (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0):
+            saved = save_checkpoint(done)
+        validate = bool(cfg.eval.every) and (done % cfg.eval.every == 0 or last)
+        if validate or last:
+            report: dict[str, float] = {}
+            if lead and validate:
                 val = evaluate(embed, splits["val"], probe_train, cfg.eval, cfg.run.seed)
-                emit(done, {f"val/{k}": v for k, v in val.items()})
+                report = {f"val/{k}": v for k, v in val.items()}
+                emit(done, report)
+            if lead and last:
+                final = evaluate(embed, splits["test"], probe_train, cfg.eval, cfg.run.seed)
+                final.update(train_time_s=train_time, steps=float(cfg.schedule.steps))
+                emit(done, {f"test/{k}": v for k, v in final.items()})
+                report.update({f"test/{k}": v for k, v in final.items()})
+                metrics = final
+                if run_dir is not None:
+                    (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+                    if cfg.eval.embeddings_sample:
+                        np.savez(run_dir / "embeddings.npz",
+                                 **embedding_sample(embed, splits["test"], cfg.eval.embeddings_sample))
             _barrier(world_size)
+            if on_report is not None:
+                on_report(done, report, saved)
             interval_start = time.perf_counter()  # evaluation time is not training throughput
-        if cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0 and done < cfg.schedule.steps:
-            save_checkpoint(done)
 
-    train_time = time.perf_counter() - started
-    if start_step < cfg.schedule.steps:
-        save_checkpoint(cfg.schedule.steps)
-    metrics: dict[str, float] = {}
-    if lead:
-        metrics = evaluate(embed, splits["test"], probe_train, cfg.eval, cfg.run.seed)
-        metrics["train_time_s"] = train_time
-        metrics["steps"] = float(cfg.schedule.steps)
-        emit(cfg.schedule.steps, {f"test/{k}": v for k, v in metrics.items()})
-        if run_dir is not None:
-            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    _barrier(world_size)
     return metrics
 
 

@@ -1,0 +1,181 @@
+"""Run a search space as a Ray Tune experiment recorded in MLflow: `ito-sweeps sweep`.
+
+Order matters: the space is validated and the tracking store checked before Ray starts, so a typo or a
+dead server costs a second, not a cluster start-up. The sweep's own state (its MLflow parent run) lives
+in `ito_sweep.json` beside Tune's experiment state, which is what `--resume` reads back.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from ito_sweeps.sweep import tracking
+from ito_sweeps.sweep.progress import TrialTable
+from ito_sweeps.sweep.space import SearchSpace, load_space
+
+STATE_FILE = "ito_sweep.json"
+DEFAULT_STORAGE = "ray_results"
+TRIAL_DRIVER_MEMORY = 256 * 2**20
+
+
+class SweepError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrialOutcome:
+    label: str
+    status: str  # FINISHED, STOPPED (early, by the scheduler), FAILED or KILLED (the sweep was interrupted)
+    value: float | None  # the sweep metric, last logged
+    error: str = ""
+
+
+@dataclass
+class SweepSummary:
+    name: str
+    experiment_path: Path
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    metric: str
+    mode: str
+    expected_trials: int | None
+    trials: list[TrialOutcome] = field(default_factory=list)
+    wall_s: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[TrialOutcome]:
+        return [t for t in self.trials if t.status == "FAILED"]
+
+    @property
+    def best(self) -> TrialOutcome | None:
+        scored = [t for t in self.trials if t.value is not None and t.status in ("FINISHED", "STOPPED")]
+        pick = max if self.mode == "max" else min
+        return pick(scored, key=lambda t: t.value) if scored else None
+
+
+def run_sweep(space_file: str | Path, *, profile: str | None = None, address: str | None = None,
+              tracking_uri: str | None = None, name: str | None = None, resume: bool = False,
+              storage: str | Path | None = None, system_metrics_s: float = 10.0) -> SweepSummary:
+    started = time.perf_counter()
+    space = load_space(space_file, profile)
+    name = name or space.name
+    uri = tracking.resolve_uri(tracking_uri)
+    tracking.check_reachable(uri)
+    storage_path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
+    experiment_path = storage_path / name
+    state_file = experiment_path / STATE_FILE
+    client = MlflowClient(uri)
+
+    import ray
+    from ray import tune
+
+    if resume:
+        if not state_file.is_file() or not tune.Tuner.can_restore(str(experiment_path)):
+            raise SweepError(f"--resume: no interrupted sweep {name!r} under {storage_path}; "
+                             f"run it without --resume to start it")
+        state = json.loads(state_file.read_text())
+        if state["tracking_uri"] != uri:
+            raise SweepError(f"--resume: sweep {name!r} logs to {state['tracking_uri']}, not {uri}; "
+                             f"pass --tracking-uri {state['tracking_uri']}")
+        tracking.reopen(client, state["parent_run_id"])
+    else:
+        if experiment_path.exists():
+            raise SweepError(f"sweep {name!r} already exists at {experiment_path}; continue it with --resume, "
+                             f"or start a new one with --name")
+        experiment = tracking.experiment_id(client, name, uri)
+        state = {
+            "name": name, "space": str(space.path), "profile": space.profile, "tracking_uri": uri,
+            "experiment_id": experiment, "git_commit": tracking.git_commit(),
+            "train_storage": str(storage_path / name / "train"), "system_metrics_s": system_metrics_s,
+        }
+        state["parent_run_id"] = tracking.start_sweep(
+            client, experiment, name,
+            {"search_space": str(space.path), "profile": str(space.profile), "git_commit": state["git_commit"],
+             "search": space.search, "metric": str(space.metric), "description": space.description},
+            space.path,
+        )
+        experiment_path.mkdir(parents=True)
+        state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    if not ray.is_initialized():
+        # Never with the dashboard off: Train V2 asks its State API whether a stopped trial's
+        # controller is gone before freeing the trial's workers (ray-project/ray#54305).
+        ray.init(address=address, include_dashboard=True, log_to_driver=True)
+    tuner = _tuner(space, state, experiment_path, resume)
+    try:
+        results = tuner.fit()
+    except BaseException as err:
+        _settle(client, state, experiment_path)
+        tracking.end_run(client, state["parent_run_id"], "FAILED", **{tracking.ERROR_TAG: f"{type(err).__name__}: {err}"})
+        raise
+    tune_status = _settle(client, state, experiment_path)
+    first = lambda v: v if isinstance(v, str) else v[0]  # noqa: E731
+    summary = SweepSummary(name, experiment_path, uri, state["experiment_id"], state["parent_run_id"],
+                           first(space.metric), first(space.mode), space.num_trials())
+    for run in tracking.trial_runs(client, state["experiment_id"], state["parent_run_id"]):
+        status = run.info.status
+        if status == "FINISHED" and run.data.tags.get("stopped_early") == "true":
+            status = "STOPPED"
+        summary.trials.append(TrialOutcome(run.info.run_name, status, run.data.metrics.get(summary.metric),
+                                           run.data.tags.get(tracking.ERROR_TAG, "")))
+    summary.trials.sort(key=lambda t: t.label)
+    ended = [s for s in tune_status.values() if s in ("TERMINATED", "ERROR")]
+    summary.interrupted = len(ended) < max(len(results), summary.expected_trials or 0)
+    summary.wall_s = time.perf_counter() - started
+    # A sweep whose trials failed still ran to its end: FINISHED, with the failures counted in a tag.
+    tracking.end_run(client, state["parent_run_id"], "KILLED" if summary.interrupted else "FINISHED",
+                     interrupted=str(summary.interrupted).lower(),
+                     failed_trials=str(len(summary.failed)))
+    return summary
+
+
+def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool):
+    from ray import tune
+
+    from ito_sweeps.sweep.trainable import run_trial
+
+    # The trial itself only drives its TorchTrainer; the Train workers hold the CPUs and GPUs. Tune
+    # needs a non-empty request, so the driver reserves its memory instead of a CPU the workers need.
+    trainable = tune.with_resources(run_trial, {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY})
+    param_space = {**space.param_space(), "sweep": state}
+    if resume:
+        return tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=False, param_space=param_space)
+    metric, mode = space.tune_metric_mode()
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=metric, mode=mode, search_alg=space.search_alg(), scheduler=space.scheduler(),
+            num_samples=space.num_samples if space.search == "optuna" else 1,
+            max_concurrent_trials=space.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment_path.name, storage_path=str(experiment_path.parent), verbose=0,
+            callbacks=[
+                TrialTable(str(space.path), space.profile),
+                tracking.CloseStoppedRuns(state["tracking_uri"], state["experiment_id"], state["parent_run_id"]),
+            ],
+            # A failed trial stays failed and the sweep goes on; retries happen inside Ray Train.
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        ),
+    )
+
+
+def _settle(client: MlflowClient, state: dict, experiment_path: Path) -> dict[str, str]:
+    """Tune's last saved verdict per trial id, applied to the trials' MLflow runs."""
+    from ray import tune
+
+    try:
+        trials = tune.ExperimentAnalysis(str(experiment_path)).trials
+    except Exception:  # nothing saved yet: no trial ever started
+        trials = []
+    tune_status = {t.trial_id: t.status for t in trials}
+    tracking.settle_trial_runs(client, state["experiment_id"], state["parent_run_id"], tune_status)
+    return tune_status

@@ -1,0 +1,211 @@
+"""MLflow bookkeeping for sweeps: one parent run per sweep, one child run per trial.
+
+Everything goes through `MlflowClient` with explicit run ids, never the fluent API's process-wide
+active run: the sweep driver, a trial's Tune actor and its rank-0 Train worker are three processes
+(often on three machines) writing to the same runs. A trial's child run is found again by its Ray trial
+id, so a trial restarted after a worker failure or a resumed sweep continues its run instead of
+opening a second one.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from ray.tune import Callback
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+TRIAL_ID_TAG = "ray.trial_id"
+ERROR_TAG = "error"
+FINAL_METRIC = "test/zeroshot_top1"  # only the last report of a trial carries test metrics
+MAX_TAG_CHARS = 5000  # MLflow caps tag values at 8000 characters
+
+
+class TrackingError(RuntimeError):
+    pass
+
+
+def resolve_uri(uri: str | None) -> str:
+    """An absolute tracking URI: Ray runs trials in other working directories, so `sqlite:///mlflow.db`
+    must not mean a different file in each of them."""
+    uri = uri or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).expanduser().resolve())
+    if uri.startswith(("http://", "https://", "databricks", "postgresql", "mysql")):
+        return uri.rstrip("/")
+    raise TrackingError(
+        f"tracking URI {uri!r} is not supported: use sqlite:///PATH.db (the default is {DEFAULT_TRACKING_URI}) "
+        f"or http://HOST:PORT of a running `mlflow server` (MLflow's ./mlruns file store is deprecated)"
+    )
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a local SQLite store go in `mlartifacts/` beside the database; a server chooses its own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not after MLflow's minutes of HTTP retries, when the server is not there."""
+    if not uri.startswith("http"):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=timeout_s) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as err:
+        raise TrackingError(
+            f"the MLflow server at {uri} is not reachable ({err}); start it with "
+            f"`mlflow server --host HOST --port PORT`, or drop --tracking-uri to log to {DEFAULT_TRACKING_URI}"
+        ) from err
+
+
+def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
+    # Created once by the sweep driver, before any trial starts: concurrent first writers to a
+    # fresh SQLite store race ("database is locked").
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_root(uri))
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def start_sweep(client: MlflowClient, experiment: str, name: str, tags: dict[str, str], space_file: Path) -> str:
+    run = client.create_run(experiment, run_name=name, tags={**tags, "ito.kind": "sweep"})
+    client.log_artifact(run.info.run_id, str(space_file))
+    return run.info.run_id
+
+
+def reopen(client: MlflowClient, run_id: str) -> None:
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "interrupted", "false")
+
+
+def find_trial_run(client: MlflowClient, experiment: str, parent: str, trial_id: str):
+    found = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}'",
+        max_results=1,
+    )
+    return found[0] if found else None
+
+
+def trial_run(client: MlflowClient, experiment: str, parent: str, trial_id: str, name: str,
+              tags: dict[str, str], params: dict[str, Any]) -> str:
+    """The trial's child run: the existing one for this trial id, reopened, or a new one."""
+    found = find_trial_run(client, experiment, parent, trial_id)
+    if found is not None:
+        if found.info.status != "RUNNING":
+            client.update_run(found.info.run_id, status="RUNNING")
+            _drop_tag(client, found, ERROR_TAG)
+        return found.info.run_id
+    run = client.create_run(
+        experiment, run_name=name,
+        tags={**tags, MLFLOW_PARENT_RUN_ID: parent, TRIAL_ID_TAG: trial_id, "ito.kind": "trial"},
+    )
+    items = [Param(k, str(v)) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run.info.run_id, params=items[start : start + 100])
+    return run.info.run_id
+
+
+def trial_runs(client: MlflowClient, experiment: str, parent: str) -> list:
+    return client.search_runs([experiment], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}'",
+                              max_results=10_000)
+
+
+def end_run(client: MlflowClient, run_id: str, status: str, **tags: str) -> None:
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value[:MAX_TAG_CHARS])
+    client.set_terminated(run_id, status)
+
+
+def fail_trial_run(client: MlflowClient, run_id: str, error: str) -> None:
+    """Mark a trial's run FAILED, unless the driver has already closed it: a trial that Tune stops (ASHA,
+    Ctrl+C) sees an exception too, and Tune's verdict, not that exception, decides the run's status."""
+    if client.get_run(run_id).info.status == "RUNNING":
+        end_run(client, run_id, "FAILED", **{ERROR_TAG: error})
+
+
+def _drop_tag(client: MlflowClient, run, key: str) -> None:
+    if key in run.data.tags:
+        client.delete_tag(run.info.run_id, key)
+
+
+def settle_trial_runs(client: MlflowClient, experiment: str, parent: str, tune_status: dict[str, str]) -> None:
+    """After the sweep driver stops: each child run gets the status Tune recorded for its trial. Trials Tune
+    left unfinished (interrupted, to be resumed) are KILLED, whatever exception their process saw last."""
+    for run in trial_runs(client, experiment, parent):
+        status = tune_status.get(run.data.tags.get(TRIAL_ID_TAG, ""))
+        if status in ("TERMINATED", "ERROR"):
+            if status == "ERROR" and run.info.status == "RUNNING":
+                end_run(client, run.info.run_id, "FAILED", **{ERROR_TAG: "the trial failed; see its Ray error.txt"})
+            continue
+        if run.info.status != "KILLED":
+            _drop_tag(client, run, ERROR_TAG)
+            end_run(client, run.info.run_id, "KILLED", interrupted="true")
+
+
+class CloseStoppedRuns(Callback):
+    """A Tune callback on the sweep driver. A trial that ASHA stops is killed, never returning to close
+    its child run, and a trial whose process dies cannot close it either: close those runs here, with
+    the last metrics exactly as the trial logged them."""
+
+    def __init__(self, uri: str, experiment: str, parent: str):
+        self.uri, self.experiment, self.parent = uri, experiment, parent
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        client = MlflowClient(self.uri)
+        run = find_trial_run(client, self.experiment, self.parent, trial.trial_id)
+        if run is None or run.info.status == "FINISHED":
+            return
+        _drop_tag(client, run, ERROR_TAG)  # the stopped trial's process may have seen its stop as an error
+        # ASHA also stops a trial whose last report reached max_t: that one ran to its end.
+        finished = FINAL_METRIC in (trial.last_result or {})
+        end_run(client, run.info.run_id, "FINISHED", stopped_early=str(not finished).lower())
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        client = MlflowClient(self.uri)
+        run = find_trial_run(client, self.experiment, self.parent, trial.trial_id)
+        if run is not None and run.info.status == "RUNNING":
+            end_run(client, run.info.run_id, "FAILED", **{ERROR_TAG: f"the trial process failed; see {trial.path}/error.txt"})
+
+
+class RunLogger:
+    """What rank 0 of a trial writes while it trains: metric records, files, system metrics."""
+
+    def __init__(self, uri: str, run_id: str, system_metrics_interval_s: float = 10.0):
+        self.client, self.run_id = MlflowClient(uri), run_id
+        self.monitor = None
+        if system_metrics_interval_s > 0:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            # resume_logging: a restarted trial continues the system-metric steps it already logged
+            self.monitor = SystemMetricsMonitor(run_id, sampling_interval=system_metrics_interval_s,
+                                                resume_logging=True, tracking_uri=uri)
+            self.monitor.start()
+
+    def log(self, step: int, record: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in record.items()])
+
+    def artifact(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()

@@ -1,0 +1,258 @@
+"""Sweeps end to end on a real local Ray instance and real MLflow stores (SQLite, and a server over HTTP)."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ito_sweeps.cli import main
+from ito_sweeps.sweep import tracking
+from ito_sweeps.sweep.runner import SweepError, run_sweep
+from ito_sweeps.sweep.space import load_space
+from ito_sweeps.sweep.trainable import trial_config
+from ito_sweeps.train.loop import train
+from tests.conftest import free_port
+
+# Seconds per trial: tiny data, a handful of steps, two validation passes.
+TINY = {
+    "data.num_train": 128, "data.num_val": 32, "data.num_test": 64, "data.batch_size": 32, "data.num_workers": 0,
+    "schedule.steps": 4, "schedule.warmup_steps": 1, "eval.every": 2, "eval.probe_train_size": 64,
+    "eval.embeddings_sample": 48, "run.log_every": 1,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def write_space(path, variants, config=None, **top):
+    doc = {
+        "config": {**TINY, **(config or {})},
+        "search": "grid",
+        "metric": "val/zeroshot_top1",
+        "mode": "max",
+        "seeds": [0],
+        "variants": [{"name": name, "set": values} for name, values in variants.items()],
+        "resources": {"num_workers": 1, "cpus_per_worker": 1},
+        "max_concurrent_trials": 1,
+        **top,
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def sweep(tmp_path, space, **kwargs):
+    kwargs.setdefault("tracking_uri", f"sqlite:///{tmp_path}/mlflow.db")
+    return run_sweep(space, storage=tmp_path / "ray", system_metrics_s=1, **kwargs)
+
+
+def children(client, summary):
+    return {r.info.run_name: r for r in tracking.trial_runs(client, summary.experiment_id, summary.parent_run_id)}
+
+
+def steps_of(client, run_id, key):
+    return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path):
+    space = write_space(tmp_path / "two.yaml", {
+        "CLIP": {"objective.name": "clip"},
+        "ITO": {"objective.name": "ito", "objective.alignment": "views", "fusion.depth": 1},
+    })
+    summary = sweep(tmp_path, space)
+    client = MlflowClient(summary.tracking_uri)
+    runs = client.search_runs([summary.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(runs) == 3 and [p.info.run_id for p in parents] == [summary.parent_run_id]
+    assert parents[0].info.status == "FINISHED" and parents[0].data.tags["search_space"] == str(space.resolve())
+    kids = children(client, summary)
+    assert sorted(kids) == ["CLIP seed=0", "ITO seed=0"]
+    assert [t.status for t in summary.trials] == ["FINISHED", "FINISHED"] and not summary.interrupted
+    ito = kids["ITO seed=0"]
+    assert ito.info.status == "FINISHED"
+    assert ito.data.params["objective.name"] == "ito" and ito.data.params["fusion.depth"] == "1"
+    assert ito.data.params["data.num_train"] == "128" and ito.data.params["run.device"] == "cpu"
+    tags = ito.data.tags
+    assert (tags["objective"], tags["alignment"], tags["fusion_depth"], tags["seed"]) == ("ito", "views", "1", "0")
+    assert tags["variant"] == "ITO" and tags["ray.trial_id"] and tags["search_space"] == str(space.resolve())
+    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+    assert kids["CLIP seed=0"].data.tags["objective"] == "clip"
+    # per-step training metrics, validation over time, final test metrics
+    assert steps_of(client, ito.info.run_id, "train/loss") == [1, 2, 3, 4]
+    assert steps_of(client, ito.info.run_id, "train/loss_fusion") == [1, 2, 3, 4]
+    assert steps_of(client, ito.info.run_id, "val/zeroshot_top1") == [2, 4]
+    assert 0 <= ito.data.metrics["test/zeroshot_top1"] <= 1 and "test/t2i_r1" in ito.data.metrics
+    assert any(k.startswith("system/cpu_utilization") for k in ito.data.metrics)
+    # the artifacts the analysis package reads
+    files = {f.path for f in client.list_artifacts(ito.info.run_id)}
+    assert {"config.yaml", "metrics.json", "embeddings.npz"} <= files
+    sample = np.load(client.download_artifacts(ito.info.run_id, "embeddings.npz", str(tmp_path)))
+    assert sample["image"].shape == sample["text"].shape == (48, 128)
+    saved = yaml.safe_load(open(client.download_artifacts(ito.info.run_id, "config.yaml", str(tmp_path))))
+    assert saved["fusion"]["depth"] == 1 and saved["objective"]["name"] == "ito"
+    # Tune agrees with MLflow on the final metric
+    assert summary.best.value == max(k.data.metrics["val/zeroshot_top1"] for k in kids.values())
+
+
+def test_a_failing_trial_is_failed_in_tune_and_mlflow_and_the_sweep_goes_on(tmp_path, capsys):
+    space = write_space(tmp_path / "nan.yaml", {
+        "diverges": {"optim.lr": 1e30, "schedule.warmup_steps": 0},
+        "fine": {"objective.name": "clip"},
+    })
+    assert main(["sweep", str(space), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+                 "--storage", str(tmp_path / "ray")]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED diverges seed=0: NonFiniteLoss: loss became NaN" in out
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
+    assert runs["diverges seed=0"].info.status == "FAILED"
+    assert runs["diverges seed=0"].data.tags["error"].startswith("NonFiniteLoss: loss became NaN or infinite")
+    assert runs["fine seed=0"].info.status == "FINISHED"
+    tune_trials = ray.tune.ExperimentAnalysis(str(tmp_path / "ray" / "nan")).trials
+    assert {t.config["trial"]["variant"]: t.status for t in tune_trials} == {"diverges": "ERROR", "fine": "TERMINATED"}
+
+
+def test_two_ray_train_workers_see_the_single_worker_loss_at_step_0(tmp_path):
+    space = write_space(tmp_path / "ddp.yaml", {"ITO": {"objective.alignment": "views_captions"}},
+                        config={"schedule.steps": 1, "eval.every": 1},
+                        resources={"num_workers": 2, "cpus_per_worker": 1})
+    summary = sweep(tmp_path, space)
+    client = MlflowClient(summary.tracking_uri)
+    (run,) = children(client, summary).values()
+    (distributed,) = client.get_metric_history(run.info.run_id, "train/loss")
+    loaded = load_space(space)
+    cfg = trial_config(loaded.resolve({"trial": loaded.param_space()["trial"]["grid_search"][0]}), loaded.resources)
+    seen = []
+    train(cfg, on_metrics=lambda step, record: seen.append(record))
+    assert distributed.value == pytest.approx(seen[0]["train/loss"], abs=1e-5, rel=0)
+
+
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    space = write_space(tmp_path / "cut.yaml", {"first": {"objective.name": "clip"}, "second": {}},
+                        config={"schedule.steps": 30, "eval.every": 10})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+
+    def interrupt_when_second_trial_runs():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
+            second = runs.get("second seed=0")
+            if second is not None and client.get_metric_history(second.info.run_id, "val/zeroshot_top1"):
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C: Tune saves its state and stops
+                return
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=interrupt_when_second_trial_runs, daemon=True)
+    watcher.start()
+    first = sweep(tmp_path, space, tracking_uri=uri)
+    watcher.join()
+    assert first.interrupted
+    by_name = children(client, first)
+    assert by_name["first seed=0"].info.status == "FINISHED" and by_name["second seed=0"].info.status == "KILLED"
+    first_history = client.get_metric_history(by_name["first seed=0"].info.run_id, "train/loss")
+
+    with pytest.raises(SweepError, match="already exists"):
+        sweep(tmp_path, space, tracking_uri=uri)
+    assert main(["sweep", str(space), "--resume", "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 0
+    runs = children(client, first)
+    assert sorted(runs) == ["first seed=0", "second seed=0"]  # one child run per trial, never two
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    assert client.get_metric_history(runs["first seed=0"].info.run_id, "train/loss") == first_history
+    second_loss = steps_of(client, runs["second seed=0"].info.run_id, "train/loss")
+    assert second_loss[-1] == 30 and steps_of(client, runs["second seed=0"].info.run_id, "test/zeroshot_top1") == [30]
+    assert client.get_run(first.parent_run_id).info.status == "FINISHED"
+
+
+def test_asha_stops_a_poor_trial_and_closes_its_run(tmp_path):
+    # lr 0 keeps the initial weights, so the second trial's val/alignment stays at its initial 1.95 while the
+    # first trial's has risen to 2.60 by the first rung (runs are deterministic): maximising it, ASHA must stop
+    # the second trial there, and the sweep must not hang on the stopped trial's workers.
+    space = write_space(tmp_path / "asha.yaml", {"learns": {"optim.lr": 5e-3}, "frozen": {"optim.lr": 0.0}},
+                        config={"schedule.steps": 12, "eval.every": 3, "objective.name": "clip"},
+                        metric="val/alignment", mode="max",
+                        scheduler={"name": "asha", "grace_period": 3, "reduction_factor": 2})
+    summary = sweep(tmp_path, space)
+    outcome = {t.label: t.status for t in summary.trials}
+    assert outcome == {"learns seed=0": "FINISHED", "frozen seed=0": "STOPPED"}
+    client = MlflowClient(summary.tracking_uri)
+    frozen = children(client, summary)["frozen seed=0"]
+    assert frozen.info.status == "FINISHED" and frozen.data.tags["stopped_early"] == "true"
+    assert steps_of(client, frozen.info.run_id, "val/alignment")[-1] < 12
+
+
+def start_mlflow_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art"),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2).read()
+            return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("mlflow server did not start")
+
+
+def test_server_mode_logs_a_sweep_over_http(tmp_path):
+    server, url = start_mlflow_server(tmp_path)
+    try:
+        space = write_space(tmp_path / "served.yaml", {"CLIP": {"objective.name": "clip"}})
+        summary = sweep(tmp_path, space, tracking_uri=url)
+        client = MlflowClient(url)
+        (run,) = children(client, summary).values()
+        assert run.info.status == "FINISHED" and steps_of(client, run.info.run_id, "val/zeroshot_top1") == [2, 4]
+        sample = np.load(client.download_artifacts(run.info.run_id, "embeddings.npz", str(tmp_path)))
+        assert sample["image"].shape == (48, 128)
+        assert (tmp_path / "art").is_dir() and not (tmp_path / "mlartifacts").exists()  # served by the server
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_an_unreachable_server_fails_fast_with_a_clear_message(tmp_path, capsys):
+    space = write_space(tmp_path / "x.yaml", {"CLIP": {"objective.name": "clip"}})
+    started = time.monotonic()
+    assert main(["sweep", str(space), "--tracking-uri", f"http://127.0.0.1:{free_port()}",
+                 "--storage", str(tmp_path / "ray")]) == 2
+    assert time.monotonic() - started < 20
+    assert "is not reachable" in capsys.readouterr().err
+    assert not (tmp_path / "ray").exists()  # nothing started, nothing half-written
+
+
+def test_ui_serves_the_local_store_on_loopback(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(uri).create_experiment("browse-me")
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "ito_sweeps.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline, body = time.monotonic() + 120, ""
+        while time.monotonic() < deadline and not body:
+            try:
+                body = urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10", timeout=2).read().decode()
+            except OSError:
+                time.sleep(0.5)
+        assert "browse-me" in body
+    finally:
+        ui.terminate()
+        ui.wait(30)
