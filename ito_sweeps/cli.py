@@ -76,7 +76,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    import subprocess
+    import os
 
     from ito_sweeps.sweep import tracking
 
@@ -87,10 +87,9 @@ def _ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl+C stops it)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
                "--port", str(args.port), "--artifacts-destination", tracking.artifact_root(uri)]
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    # MLflow's job runner serves GenAI evaluation jobs, which sweeps never submit: five fewer processes.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    os.execve(sys.executable, command, env)  # the UI replaces this process, so signals reach it directly
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -134,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: sqlite:///mlflow.db in the current folder)")
     sweep.add_argument("--name", help="sweep name: the MLflow experiment and Ray folder (default: the space file's stem)")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
-    sweep.add_argument("--storage", help="where Ray keeps sweep state and checkpoints; shared storage "
-                       "(s3://, NFS) on a multi-node cluster (default: ./ray_results)")
+    sweep.add_argument("--storage", help="where Ray keeps sweep state and checkpoints (default: ./ray_results); "
+                       "a shared filesystem path on a multi-node cluster")
     sweep.set_defaults(func=_sweep)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the sweeps' store",

@@ -236,6 +236,11 @@ BAD = {
     "a key both in a variant and in params": (
         VARIANTS_AB + "params:\n  objective.name: {grid: [clip, ito]}\n",
         None, ["params[objective.name]", "variant 'A' sets objective.name"]),
+    "a val/ metric with no validation passes": (
+        "config: {eval.every: 0}\n", None, ["metric", "val/zeroshot_top1 needs validation passes", "eval.every is 0"]),
+    "checkpoints between validation passes": (
+        "config: {eval.every: 20, run.checkpoint_every: 30}\n", None,
+        ["run.checkpoint_every", "30 is not a multiple of eval.every"]),
     "bad value in a variant": (
         "variants:\n  - {name: A, set: {objective.name: simclr}}\n",
         None, ["variants[0].set[objective.name]", "unknown objective 'simclr'"]),

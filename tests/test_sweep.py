@@ -65,12 +65,16 @@ def steps_of(client, run_id, key):
     return [m.step for m in client.get_metric_history(run_id, key)]
 
 
-def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path):
+def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
     space = write_space(tmp_path / "two.yaml", {
         "CLIP": {"objective.name": "clip"},
         "ITO": {"objective.name": "ito", "objective.alignment": "views", "fusion.depth": 1},
     })
     summary = sweep(tmp_path, space)
+    # the live trial table ends with every trial done, at its last step, with its metric and time
+    table = capsys.readouterr().out.split("== two: ")[-1].splitlines()
+    assert table[0].startswith("2/2 trials ended (2 done)")
+    assert [line.split()[:4] for line in table[2:4]] == [["CLIP", "seed=0", "DONE", "4/4"], ["ITO", "seed=0", "DONE", "4/4"]]
     client = MlflowClient(summary.tracking_uri)
     runs = client.search_runs([summary.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -87,7 +91,8 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path):
     assert (tags["objective"], tags["alignment"], tags["fusion_depth"], tags["seed"]) == ("ito", "views", "1", "0")
     assert tags["variant"] == "ITO" and tags["ray.trial_id"] and tags["search_space"] == str(space.resolve())
     assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
-    assert kids["CLIP seed=0"].data.tags["objective"] == "clip"
+    clip_tags = kids["CLIP seed=0"].data.tags
+    assert (clip_tags["objective"], clip_tags["alignment"], clip_tags["fusion_depth"]) == ("clip", "none", "0")
     # per-step training metrics, validation over time, final test metrics
     assert steps_of(client, ito.info.run_id, "train/loss") == [1, 2, 3, 4]
     assert steps_of(client, ito.info.run_id, "train/loss_fusion") == [1, 2, 3, 4]
@@ -192,24 +197,63 @@ def test_asha_stops_a_poor_trial_and_closes_its_run(tmp_path):
     assert steps_of(client, frozen.info.run_id, "val/alignment")[-1] < 12
 
 
-def start_mlflow_server(tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art"),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+def test_an_optuna_sweep_samples_within_bounds_and_records_each_trial(tmp_path):
+    space = tmp_path / "tpe.yaml"
+    space.write_text(yaml.safe_dump({
+        "config": {**TINY, "objective.name": "ito"},
+        "search": "optuna", "num_samples": 2, "search_seed": 3,
+        "metric": "val/zeroshot_top1", "mode": "max",
+        "params": {"objective.fusion_weight": {"loguniform": [0.25, 8]}, "fusion.depth": {"choice": [1, 2]}},
+        "resources": {"num_workers": 1, "cpus_per_worker": 1},
+    }))
+    summary = sweep(tmp_path, space)
+    client = MlflowClient(summary.tracking_uri)
+    runs = list(children(client, summary).values())
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        lam, depth = float(run.data.params["objective.fusion_weight"]), int(run.data.params["fusion.depth"])
+        assert 0.25 <= lam <= 8 and depth in (1, 2)
+        assert run.info.run_name == f"ito views fd={depth} lam={lam:.3g} seed=0"
+        assert run.data.tags["objective.fusion_weight"] == str(lam)
+
+
+def start(command, **kwargs):
+    # a session of its own, so that stop() also ends the server's worker processes
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, **kwargs)
+
+
+def stop(process):
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(20)
+
+
+def wait_for(url, timeout_s=120):
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"{url}/health", timeout=2).read()
-            return server, url
+            return urllib.request.urlopen(url, timeout=2).read().decode()
         except OSError:
             time.sleep(0.5)
-    server.kill()
-    raise RuntimeError("mlflow server did not start")
+    raise RuntimeError(f"{url} did not answer within {timeout_s} s")
+
+
+def start_mlflow_server(tmp_path):
+    port = free_port()
+    server = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                    "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                    "--artifacts-destination", str(tmp_path / "art"), "--workers", "1"])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{url}/health")
+    except RuntimeError:
+        stop(server)
+        raise
+    return server, url
 
 
 def test_server_mode_logs_a_sweep_over_http(tmp_path):
@@ -224,8 +268,7 @@ def test_server_mode_logs_a_sweep_over_http(tmp_path):
         assert sample["image"].shape == (48, 128)
         assert (tmp_path / "art").is_dir() and not (tmp_path / "mlartifacts").exists()  # served by the server
     finally:
-        server.terminate()
-        server.wait(30)
+        stop(server)
 
 
 def test_an_unreachable_server_fails_fast_with_a_clear_message(tmp_path, capsys):
@@ -242,17 +285,8 @@ def test_ui_serves_the_local_store_on_loopback(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     MlflowClient(uri).create_experiment("browse-me")
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "ito_sweeps.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    ui = start([sys.executable, "-m", "ito_sweeps.cli", "ui", "--tracking-uri", uri, "--port", str(port)], cwd=tmp_path)
     try:
-        deadline, body = time.monotonic() + 120, ""
-        while time.monotonic() < deadline and not body:
-            try:
-                body = urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10", timeout=2).read().decode()
-            except OSError:
-                time.sleep(0.5)
-        assert "browse-me" in body
+        assert "browse-me" in wait_for(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10")
     finally:
-        ui.terminate()
-        ui.wait(30)
+        stop(ui)

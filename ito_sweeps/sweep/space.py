@@ -288,6 +288,8 @@ class _Loader:
         params = self.params(get("params"), base, overrides, search)
         self.check_conditions(params, variants, base, overrides, fixed)
         self.check_search(search, metric, num_samples, seeds, params, variants)
+        asha = self.asha(get("scheduler", "fifo"), metric, params, variants, fixed)
+        self.check_reporting(metric, params, variants, fixed)
         space = SearchSpace(
             path=self.path.resolve(), name=self.path.stem, profile=self.profile,
             description=str(get("description") or ""), search=search, metric=metric, mode=mode,
@@ -298,7 +300,7 @@ class _Loader:
             swept_keys=_swept_keys(params, variants, fixed, seeds),
             search_seed=self.integer("search_seed", get("search_seed", 0), None),
             base=base, overrides=overrides, variants=variants, params=params,
-            asha=self.asha(get("scheduler", "fifo"), metric, params, variants, fixed), fixed=fixed,
+            asha=asha, fixed=fixed,
         )
         if search != "optuna":
             space.trials = _expand(space, random.Random(space.search_seed))
@@ -672,6 +674,19 @@ class _Loader:
             self.fail(self.where("seeds"), f"optuna needs exactly one seed, got {seeds}: repeats of a sampled "
                                            f"point are not supported with optuna; rerun the chosen point over several "
                                            f"seeds with a grid space")
+
+    def check_reporting(self, metric: str | list[str], params: list[Param], variants: list[Variant],
+                        fixed: dict[str, Any]) -> None:
+        """Trials report to Tune at each validation pass, with the checkpoint Ray restores from."""
+        every = _values_of("eval.every", params, variants, fixed)
+        validated = [m for m in ([metric] if isinstance(metric, str) else metric) if m.startswith("val/")]
+        if validated and 0 in every:
+            self.fail(self.where("metric"), f"{validated[0]} needs validation passes, but eval.every is 0 in some "
+                                            f"trial (only a final test pass); set eval.every or use a test/ metric")
+        for ckpt in _values_of("run.checkpoint_every", params, variants, fixed):
+            if ckpt and any(e and ckpt % e for e in every):
+                self.fail("run.checkpoint_every", f"{ckpt} is not a multiple of eval.every {_show(every)}: a sweep "
+                                                  f"hands Ray a checkpoint at validation passes only")
 
     def asha(self, raw: Any, metric: str | list[str], params: list[Param], variants: list[Variant],
              fixed: dict[str, Any]) -> Asha | None:

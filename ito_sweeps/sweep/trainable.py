@@ -27,6 +27,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from ito_sweeps import config as config_mod
 from ito_sweeps.config import Config
+from ito_sweeps.objectives.registry import build_objective
 from ito_sweeps.sweep import tracking
 from ito_sweeps.sweep.space import Resources, load_space
 
@@ -51,11 +52,12 @@ def run_trial(config: dict[str, Any]) -> None:
     cfg = trial_config(space.resolve(config), space.resources)
     trial_id = tune.get_context().get_trial_id()
     client = MlflowClient(sweep["tracking_uri"])
+    fusion = bool(build_objective(cfg).fusion_pairs)  # what the objective trains, not what the config says
     tags = {
         "objective": cfg.objective.name,
         "alignment": cfg.objective.alignment if cfg.objective.name == "ito" else "none",
-        "fusion_depth": str(cfg.fusion.depth if cfg.objective.fusion_weight > 0 else 0),
-        "fusion_weight": str(cfg.objective.fusion_weight),
+        "fusion_depth": str(cfg.fusion.depth if fusion else 0),
+        "fusion_weight": str(cfg.objective.fusion_weight if fusion else 0.0),
         "seed": str(cfg.run.seed),
         "search_space": sweep["space"],
         "profile": str(sweep["profile"]),
