@@ -236,6 +236,9 @@ BAD = {
     "a key both in a variant and in params": (
         VARIANTS_AB + "params:\n  objective.name: {grid: [clip, ito]}\n",
         None, ["params[objective.name]", "variant 'A' sets objective.name"]),
+    "run.seed outside seeds": (
+        "variants:\n  - {name: A, set: {objective.name: clip, run.seed: 1}}\n", None,
+        ["variants[0].set", "run.seed is set by the top-level seeds list"]),
     "a val/ metric with no validation passes": (
         "config: {eval.every: 0}\n", None, ["metric", "val/zeroshot_top1 needs validation passes", "eval.every is 0"]),
     "checkpoints between validation passes": (

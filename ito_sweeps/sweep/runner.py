@@ -155,6 +155,7 @@ def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool)
             metric=metric, mode=mode, search_alg=space.search_alg(), scheduler=space.scheduler(),
             num_samples=space.num_samples if space.search == "optuna" else 1,
             max_concurrent_trials=space.max_concurrent_trials,
+            reuse_actors=True,  # the next trial's driver starts in the same process, without re-importing
         ),
         run_config=tune.RunConfig(
             name=experiment_path.name, storage_path=str(experiment_path.parent), verbose=0,

@@ -287,6 +287,7 @@ class _Loader:
         variants = self.variants(get("variants"), base, overrides)
         params = self.params(get("params"), base, overrides, search)
         self.check_conditions(params, variants, base, overrides, fixed)
+        self.check_seed_owner(params, variants, overrides)
         self.check_search(search, metric, num_samples, seeds, params, variants)
         asha = self.asha(get("scheduler", "fifo"), metric, params, variants, fixed)
         self.check_reporting(metric, params, variants, fixed)
@@ -674,6 +675,15 @@ class _Loader:
             self.fail(self.where("seeds"), f"optuna needs exactly one seed, got {seeds}: repeats of a sampled "
                                            f"point are not supported with optuna; rerun the chosen point over several "
                                            f"seeds with a grid space")
+
+    def check_seed_owner(self, params: list[Param], variants: list[Variant], overrides: dict[str, Any]) -> None:
+        # `seeds` sets run.seed last, so a value written anywhere else would be silently replaced
+        places = ([self.config_origin.get("run.seed", "config")] if "run.seed" in overrides else []) + \
+            [f"{self.where('variants')}[{n}].set" for n, v in enumerate(variants) if "run.seed" in v.set] + \
+            [f"{self.where('params')}[run.seed]" for p in params if p.key == "run.seed"]
+        if places:
+            self.fail(places[0], "run.seed is set by the top-level seeds list (every point runs once per seed); "
+                                 "list the seeds there, e.g. seeds: [0, 1, 2]")
 
     def check_reporting(self, metric: str | list[str], params: list[Param], variants: list[Variant],
                         fixed: dict[str, Any]) -> None:

@@ -1,37 +1,32 @@
 """One sweep trial: a Tune function trainable that runs the core training loop on Ray Train workers.
 
-Ray Train V2's pattern: the Tune trial (`run_trial`) is a light driver that builds a `TorchTrainer`,
-whose workers (`train_worker`) run `ito_sweeps.train.loop.train` under torch.distributed, so the
-contrastive losses gather features with gradients across the whole global batch. Rank 0 writes the
-trial's MLflow child run; every rank reports to Ray at each validation pass (Ray requires equal
-report counts), and `TuneReportCallback` forwards rank 0's metrics to Tune for search and ASHA.
+Ray Train V2's pattern: the Tune trial (`run_trial`) is a light driver that opens the trial's MLflow
+child run and builds a `TorchTrainer`, whose workers (`worker.train_worker`) run the core training loop;
+`TuneReportCallback` forwards rank 0's reports to Tune for search and ASHA.
 
-Both functions must stay importable from this module: `Tuner.restore` unpickles them by reference.
+`run_trial` must stay importable from this module: `Tuner.restore` unpickles it by reference.
 """
 from __future__ import annotations
 
 import dataclasses
-import logging
-import shutil
-import tempfile
-from pathlib import Path
+import os
 from typing import Any
 
 import ray.train
-import ray.train.torch
 from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from ito_sweeps import config as config_mod
 from ito_sweeps.config import Config
 from ito_sweeps.objectives.registry import build_objective
 from ito_sweeps.sweep import tracking
 from ito_sweeps.sweep.space import Resources, load_space
+from ito_sweeps.sweep.worker import train_worker
 
-CHECKPOINT_FILE = "checkpoint.pt"
+HEALTH_CHECK_INTERVAL_S = 0.5
+
 
 
 def trial_config(cfg: Config, resources: Resources) -> Config:
@@ -68,6 +63,9 @@ def run_trial(config: dict[str, Any]) -> None:
     run_id = tracking.trial_run(client, sweep["experiment_id"], sweep["parent_run_id"], trial_id,
                                 space.trial_label(config), tags, cfg.flat())
     res = space.resources
+    # Train's controller polls its workers at this interval, and a trial's end waits for the next poll:
+    # 2 s by default, a noticeable share of a short trial. Passed on to the controller by Ray Train.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_INTERVAL_S))
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"cfg": cfg.to_dict(), "tracking_uri": sweep["tracking_uri"], "run_id": run_id,
@@ -103,47 +101,3 @@ def root_cause(err: BaseException) -> str:
     while getattr(err, "cause", None) is not None:
         err = err.cause
     return f"{type(err).__name__}: {err}".strip()
-
-
-def train_worker(loop_config: dict[str, Any]) -> None:
-    from ito_sweeps.train.loop import train
-
-    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # it logs each start and stop
-    cfg = config_mod.from_dict(loop_config["cfg"])
-    lead = ray.train.get_context().get_world_rank() == 0
-    logger = (tracking.RunLogger(loop_config["tracking_uri"], loop_config["run_id"], loop_config["system_metrics_s"])
-              if lead else None)
-    work = Path(tempfile.mkdtemp(prefix="ito-trial-"))
-    try:
-        resume = None
-        restored = ray.train.get_checkpoint()
-        if restored is not None:
-            with restored.as_directory() as folder:
-                resume = Path(shutil.copy(Path(folder) / CHECKPOINT_FILE, work / "resume.pt"))
-
-        def on_metrics(step: int, record: dict[str, float]) -> None:
-            if logger is not None:
-                logger.log(step, record)
-
-        def on_report(step: int, metrics: dict[str, float], saved: Path | None) -> None:
-            if logger is not None and tracking.FINAL_METRIC in metrics:
-                # before the final report: a scheduler may stop the trial as soon as it sees that report
-                for name in ("config.yaml", "metrics.json", "embeddings.npz"):
-                    if (work / "run" / name).is_file():
-                        logger.artifact(work / "run" / name)
-            if saved is None:
-                ray.train.report({"step": step, **metrics})
-                return
-            folder = work / f"report-{step}"
-            folder.mkdir()
-            shutil.move(saved, folder / CHECKPOINT_FILE)  # Ray keeps its own copy: one on local disk at a time
-            ray.train.report({"step": step, **metrics}, checkpoint=Checkpoint.from_directory(str(folder)))
-            shutil.rmtree(folder)
-
-        train(cfg, work / "run" if lead else None, on_metrics=on_metrics, on_report=on_report,
-              prepare_model=lambda model: ray.train.torch.prepare_model(model, move_to_device=False),
-              resume=resume)
-    finally:
-        if logger is not None:
-            logger.close()
-        shutil.rmtree(work, ignore_errors=True)
