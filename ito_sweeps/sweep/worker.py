@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import ray.train
+from ray.train import Checkpoint
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
-    from ray.train import Checkpoint
 
     from ito_sweeps import config as config_mod
     from ito_sweeps.sweep import tracking
