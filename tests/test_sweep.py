@@ -110,24 +110,6 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
     assert summary.best.value == max(k.data.metrics["val/zeroshot_top1"] for k in kids.values())
 
 
-def test_a_failing_trial_is_failed_in_tune_and_mlflow_and_the_sweep_goes_on(tmp_path, capsys):
-    space = write_space(tmp_path / "nan.yaml", {
-        "diverges": {"optim.lr": 1e30, "schedule.warmup_steps": 0},
-        "fine": {"objective.name": "clip"},
-    })
-    assert main(["sweep", str(space), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
-                 "--storage", str(tmp_path / "ray")]) == 1
-    out = capsys.readouterr().out
-    assert "FAILED diverges seed=0: NonFiniteLoss: loss became NaN" in out
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
-    assert runs["diverges seed=0"].info.status == "FAILED"
-    assert runs["diverges seed=0"].data.tags["error"].startswith("NonFiniteLoss: loss became NaN or infinite")
-    assert runs["fine seed=0"].info.status == "FINISHED"
-    tune_trials = ray.tune.ExperimentAnalysis(str(tmp_path / "ray" / "nan")).trials
-    assert {t.config["trial"]["variant"]: t.status for t in tune_trials} == {"diverges": "ERROR", "fine": "TERMINATED"}
-
-
 def test_two_ray_train_workers_see_the_single_worker_loss_at_step_0(tmp_path):
     space = write_space(tmp_path / "ddp.yaml", {"ITO": {"objective.alignment": "views_captions"}},
                         config={"schedule.steps": 1, "eval.every": 1},
@@ -180,21 +162,31 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
 
 
-def test_asha_stops_a_poor_trial_and_closes_its_run(tmp_path):
+def test_asha_stops_a_poor_trial_and_a_failing_trial_is_failed_while_the_sweep_goes_on(tmp_path, capsys):
     # lr 0 keeps the initial weights, so the second trial's val/alignment stays at its initial 1.95 while the
     # first trial's has risen to 2.60 by the first rung (runs are deterministic): maximising it, ASHA must stop
-    # the second trial there, and the sweep must not hang on the stopped trial's workers.
-    space = write_space(tmp_path / "asha.yaml", {"learns": {"optim.lr": 5e-3}, "frozen": {"optim.lr": 0.0}},
-                        config={"schedule.steps": 12, "eval.every": 3, "objective.name": "clip"},
-                        metric="val/alignment", mode="max",
-                        scheduler={"name": "asha", "grace_period": 3, "reduction_factor": 2})
-    summary = sweep(tmp_path, space)
-    outcome = {t.label: t.status for t in summary.trials}
-    assert outcome == {"learns seed=0": "FINISHED", "frozen seed=0": "STOPPED"}
-    client = MlflowClient(summary.tracking_uri)
-    frozen = children(client, summary)["frozen seed=0"]
+    # the second trial there, and the sweep must not hang on the stopped trial's workers. lr 1e30 makes the
+    # third trial's loss NaN before its first validation pass.
+    space = write_space(tmp_path / "asha.yaml", {
+        "learns": {"optim.lr": 5e-3}, "frozen": {"optim.lr": 0.0},
+        "diverges": {"optim.lr": 1e30, "schedule.warmup_steps": 0},
+    }, config={"schedule.steps": 12, "eval.every": 3, "objective.name": "clip"}, metric="val/alignment", mode="max",
+        scheduler={"name": "asha", "grace_period": 3, "reduction_factor": 2})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 1
+    assert "FAILED diverges seed=0: NonFiniteLoss: loss became NaN" in capsys.readouterr().out
+    client = MlflowClient(uri)
+    runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
+    learns, frozen, diverges = runs["learns seed=0"], runs["frozen seed=0"], runs["diverges seed=0"]
+    assert learns.info.status == "FINISHED" and learns.data.tags.get("stopped_early", "false") == "false"
+    assert steps_of(client, learns.info.run_id, "test/zeroshot_top1") == [12]
     assert frozen.info.status == "FINISHED" and frozen.data.tags["stopped_early"] == "true"
     assert steps_of(client, frozen.info.run_id, "val/alignment")[-1] < 12
+    assert diverges.info.status == "FAILED"
+    assert diverges.data.tags["error"].startswith("NonFiniteLoss: loss became NaN or infinite")
+    tune_trials = ray.tune.ExperimentAnalysis(str(tmp_path / "ray" / "asha")).trials
+    assert {t.config["trial"]["variant"]: t.status for t in tune_trials} == \
+        {"learns": "TERMINATED", "frozen": "TERMINATED", "diverges": "ERROR"}
 
 
 def test_an_optuna_sweep_samples_within_bounds_and_records_each_trial(tmp_path):

@@ -155,7 +155,9 @@ def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool)
             metric=metric, mode=mode, search_alg=space.search_alg(), scheduler=space.scheduler(),
             num_samples=space.num_samples if space.search == "optuna" else 1,
             max_concurrent_trials=space.max_concurrent_trials,
-            reuse_actors=True,  # the next trial's driver starts in the same process, without re-importing
+            # A reused trial actor keeps a trial that ASHA stopped alive, and with it that trial's Train
+            # workers and their CPUs: the next trial then waits forever. Never reuse.
+            reuse_actors=False,
         ),
         run_config=tune.RunConfig(
             name=experiment_path.name, storage_path=str(experiment_path.parent), verbose=0,
