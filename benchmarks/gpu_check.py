@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ito_sweeps import config as C
-from ito_sweeps.data.loader import ViewsDataset, tokenize_captions
+from ito_sweeps.data.loader import ViewsDataset
 from ito_sweeps.data.scenes import make_scenes
 from ito_sweeps.models.towers import ITOModel, build_tokenizer
 from ito_sweeps.objectives.registry import build_objective
@@ -30,13 +30,13 @@ def loss_agreement(model_name: str, image_size: int, batch: int) -> dict:
     objective = build_objective(cfg)
     model = ITOModel(cfg, with_fusion=True).cuda()
     data = make_scenes(batch, 0, image_size, 5)
-    dataset = ViewsDataset(data, tokenize_captions(data, build_tokenizer(cfg)), objective.views,
-                           objective.captions, cfg.data, seed=0)
+    needs = objective.inputs
+    dataset = ViewsDataset(data, build_tokenizer(cfg), needs.views, needs.captions, cfg.data, seed=0)
     images, texts = (torch.stack(x).cuda() for x in zip(*(dataset[(0, i)] for i in range(batch))))
 
     def losses(bf16: bool, compiled: bool) -> dict[str, float]:
         def fn(i, t):
-            return objective(model(i, t, objective.fusion_pairs))
+            return objective(model(i, t, needs.fusion_pairs))
 
         step = torch.compile(fn) if compiled else fn
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16), torch.no_grad():

@@ -49,6 +49,18 @@ class AugmentConfig:
 
 
 @dataclass
+class TextAugmentConfig:
+    """EDA-style word operations that make a caption's in-modal positive (used by latent_structure).
+
+    Each augmented caption gets one operation, chosen uniformly among those whose strength is above 0.
+    """
+
+    delete_p: float = _bounded(0.1, 0.0, 1.0)  # each word is dropped with this probability (one always stays)
+    swap_frac: float = _bounded(0.1, 0.0, 1.0)  # swaps of two random words, as a fraction of the word count
+    synonym_frac: float = _bounded(0.1, 0.0, 1.0)  # words replaced by a synonym from the data set's vocabulary
+
+
+@dataclass
 class DataConfig:
     dataset: Literal["scenes", "digits"] = "scenes"
     seed: int = 0  # the data set's own seed: repeats of a trial vary run.seed, not the data
@@ -60,16 +72,55 @@ class DataConfig:
     batch_size: int = _bounded(128, 2)  # global batch, split across data-parallel workers
     num_workers: int = _bounded(1, 0)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    text_augment: TextAugmentConfig = field(default_factory=TextAugmentConfig)
+
+
+@dataclass
+class UniAlignConfig:
+    """UniAlign (methods.md section 3): per-modality uniformity plus anchor-based alignment."""
+
+    anchor: Literal["image", "text"] = "image"  # the modality every other one is pulled towards
+    uniformity_weight: float = _bounded(1.0, 0.0)
+    uniformity_tau: float = _bounded(0.5, 1e-3)  # Gaussian kernel width; 0.5 is Wang-Isola's t = 2
+    align_weight: float = _bounded(1.0, 0.0)
+    centroid_weight: float = _bounded(0.0, 0.0)  # uniformity of each sample's centroid over the batch
+    centroid_tau: float = _bounded(0.5, 1e-3)
+    volume_weight: float = _bounded(0.0, 0.0)  # Gram volume of each sample's unit vectors (1 for retrieval)
+
+
+@dataclass
+class LatentStructureConfig:
+    """Jiang et al.'s regularisers (methods.md section 4), each added on top of L_con."""
+
+    regularizers: tuple[str, ...] = ()  # any of sep, br, gc; empty trains L_con alone
+    sep_weight: float = _bounded(1.0, 0.0)
+    br_weight: float = _bounded(1.0, 0.0)
+    gc_weight: float = _bounded(1.0, 0.0)
+    bridge_t: float = _bounded(0.25, 0.0, 1.0)  # where on the image-text bridge the augmented image must lie
+
+
+@dataclass
+class CyCLIPConfig:
+    """CyCLIP: CLIP plus the two symmetry terms of L_gc; 0.25 each as in the CyCLIP paper."""
+
+    cross_weight: float = _bounded(0.25, 0.0)  # <I_j, T_k> = <I_k, T_j>
+    inmodal_weight: float = _bounded(0.25, 0.0)  # <I_j, I_k> = <T_j, T_k>
 
 
 @dataclass
 class ObjectiveConfig:
     name: str = "ito"  # a registered objective: see ito_sweeps.objectives.registry
+    # which views and captions enter ito's and unialign's alignment (the other objectives fix theirs)
     alignment: Literal["none", "views", "captions", "views_captions"] = "views"
     num_views: int = _bounded(2, 1)  # K image views for the `views` variants
     num_captions: int = _bounded(2, 1)  # K' captions for the `captions` variants
-    fusion_weight: float = _bounded(2.0, 0.0)  # lambda; 0 drops the fusion module entirely
+    # lambda of ITO's training-time fusion term, which any objective can add; 0 drops the fusion module.
+    # None takes the objective's own default: 2 for ito, 0 (no fusion) for every peer objective.
+    fusion_weight: float | None = _bounded(None, 0.0)
     local_loss: bool = False  # open_clip's local_loss: local rows against the global batch
+    unialign: UniAlignConfig = field(default_factory=UniAlignConfig)
+    latent_structure: LatentStructureConfig = field(default_factory=LatentStructureConfig)
+    cyclip: CyCLIPConfig = field(default_factory=CyCLIPConfig)
 
 
 @dataclass
@@ -155,6 +206,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def from_dict(data: dict[str, Any] | None) -> Config:
     cfg = _build(Config, data or {}, "")
     check(cfg)
+    if cfg.objective.fusion_weight is None:
+        from ito_sweeps.objectives.registry import OBJECTIVES
+
+        cfg.objective.fusion_weight = OBJECTIVES[cfg.objective.name].default_fusion_weight
     return cfg
 
 
@@ -223,6 +278,10 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
+    if origin is tuple and args[-1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key}: expected a list of {len(args)} numbers, got {value!r}")
@@ -269,6 +328,17 @@ def check(cfg: Config) -> None:
         raise ConfigError(
             f"objective.name: unknown objective {cfg.objective.name!r} (valid: {', '.join(sorted(OBJECTIVES))})"
         )
+    from ito_sweeps.objectives.latent_structure import REGULARIZERS
+
+    names = cfg.objective.latent_structure.regularizers
+    for name in names:
+        if name not in REGULARIZERS:
+            raise ConfigError(
+                f"objective.latent_structure.regularizers: unknown regulariser {name!r} "
+                f"(valid: {', '.join(REGULARIZERS)})"
+            )
+    if len(set(names)) < len(names):
+        raise ConfigError(f"objective.latent_structure.regularizers: {list(names)} names one twice")
     if cfg.schedule.warmup_steps > cfg.schedule.steps:
         raise ConfigError(
             f"schedule.warmup_steps: {cfg.schedule.warmup_steps} exceeds schedule.steps {cfg.schedule.steps}"

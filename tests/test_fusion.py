@@ -25,7 +25,7 @@ def test_fusion_output_ignores_everything_after_end_of_text(fast_cfg, readout):
     model = ITOModel(cfg, with_fusion=True).eval()
     if model.fusion.token is not None:
         torch.nn.init.normal_(model.fusion.token)  # a zero token would hide a wrong readout position
-    pairs = build_objective(cfg).fusion_pairs
+    pairs = build_objective(cfg).inputs.fusion_pairs
     images, texts = batch(cfg)
     garbage = texts.clone()
     eot = texts.argmax(-1, keepdim=True)
@@ -74,7 +74,7 @@ def test_fusion_loss_alone_trains_both_encoders(fast_cfg):
     torch.manual_seed(0)
     model = ITOModel(cfg, with_fusion=True)
     images, texts = batch(cfg)
-    f = model(images, texts, build_objective(cfg).fusion_pairs)
+    f = model(images, texts, build_objective(cfg).inputs.fusion_pairs)
     nt_xent(f.fused[0], f.fused[1], f.logit_scale).backward()
     towers = {
         "image patch embedding": model.clip.visual.conv1.weight,
@@ -104,7 +104,7 @@ def test_fused_pairs_match_fusing_each_pair_by_hand(fast_cfg, alignment):
     cfg = fast_cfg(f"objective.alignment={alignment}")
     torch.manual_seed(0)
     model = ITOModel(cfg, with_fusion=True).eval()
-    objective = build_objective(cfg)
+    objective = build_objective(cfg).inputs
     g = torch.Generator().manual_seed(2)
     images = torch.randn(2, objective.views, 3, cfg.data.image_size, cfg.data.image_size, generator=g)
     tokens = build_tokenizer(cfg)(CAPTIONS)
@@ -119,3 +119,34 @@ def test_fused_pairs_match_fusing_each_pair_by_hand(fast_cfg, alignment):
             image_in, text_in = model._fusion_inputs(image_tokens, text_tokens)
             expected = model.fusion(image_in, text_in, model._text_valid(texts[:, c]))
             torch.testing.assert_close(fused[p], expected, rtol=0, atol=1e-6)
+
+
+# ---- deep feature separation's heads: training-only, like the fusion module ----------------------------
+
+
+def test_separation_heads_read_the_pooled_outputs_the_towers_project(fast_cfg):
+    cfg = fast_cfg("objective.name=latent_structure", "objective.latent_structure.regularizers=[sep]")
+    torch.manual_seed(0)
+    model = ITOModel(cfg, with_fusion=False, independent_heads=True).eval()
+    images, texts = batch(cfg)
+    with torch.no_grad():
+        f = model(images, texts)
+        assert f.image_independent.shape == f.image.shape and f.text_independent.shape == f.text.shape
+        assert (f.image * f.image_independent).sum(-1).abs().max() < 0.999  # a different projection
+        # given the towers' own projections, the heads must reproduce the deployed embeddings exactly
+        model.independent.image.copy_(model.clip.visual.proj)
+        model.independent.text.copy_(model.text_tower.text_projection)
+        f = model(images, texts)
+    torch.testing.assert_close(f.image_independent, f.image, rtol=0, atol=1e-6)
+    torch.testing.assert_close(f.text_independent, f.text, rtol=0, atol=1e-6)
+
+
+def test_separation_loss_trains_the_heads_and_both_towers(fast_cfg):
+    cfg = fast_cfg("objective.name=latent_structure", "objective.latent_structure.regularizers=[sep]")
+    objective = build_objective(cfg)
+    model = ITOModel(cfg, with_fusion=False, independent_heads=objective.inputs.independent_heads)
+    images, texts = batch(cfg)
+    objective(model(images, texts))["loss_sep"].backward()
+    for name in ("independent.image", "independent.text", "clip.visual.conv1.weight", "clip.token_embedding.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name

@@ -89,7 +89,7 @@ def test_ito_alignment_averages_clip_over_every_view_caption_pair(alignment, vie
                         "objective.num_views=2", f"objective.num_captions={captions if captions > 1 else 2}",
                         "objective.fusion_weight=0"])
     obj = build_objective(cfg)
-    assert (obj.views, obj.captions, obj.fusion_pairs) == (views, captions, ())
+    assert (obj.inputs.views, obj.inputs.captions, obj.inputs.fusion_pairs) == (views, captions, ())
     f = random_features(views, captions, 0)
     expected = sum(
         naive_clip(f.image[v].tolist(), f.text[c].tolist(), 2.5) for v, c in expected_pairs
@@ -111,7 +111,7 @@ def test_ito_alignment_averages_clip_over_every_view_caption_pair(alignment, vie
 def test_ito_total_is_align_plus_lambda_fusion(alignment, views, captions, pairs):
     cfg = C.load(None, [f"objective.alignment={alignment}", "objective.fusion_weight=1.5"])
     obj = build_objective(cfg)
-    assert (obj.views, obj.captions, obj.fusion_pairs) == (views, captions, pairs)
+    assert (obj.inputs.views, obj.inputs.captions, obj.inputs.fusion_pairs) == (views, captions, pairs)
     f = random_features(views, captions, 2, seed=1)
     losses = obj(f)
     fusion = naive_nt_xent(f.fused[0].tolist(), f.fused[1].tolist(), 2.5)
@@ -123,56 +123,74 @@ def test_ito_total_is_align_plus_lambda_fusion(alignment, views, captions, pairs
 
 
 def test_fusion_depth_zero_turns_fusion_off():
-    assert build_objective(C.load(None, ["fusion.depth=0"])).fusion_pairs == ()
+    assert build_objective(C.load(None, ["fusion.depth=0"])).inputs.fusion_pairs == ()
 
 
-def test_registry_lists_baseline_and_ito():
-    assert {"clip", "ito"} <= set(OBJECTIVES)
+def test_registry_lists_every_objective_and_fusion_defaults():
+    assert set(OBJECTIVES) == {"clip", "ito", "unialign", "latent_structure", "cyclip"}
+    # lambda defaults to 2 for ito only: a peer objective trains as published unless fusion is asked for
+    assert {name: C.load(None, [f"objective.name={name}"]).objective.fusion_weight for name in OBJECTIVES} == {
+        "clip": 0.0, "ito": 2.0, "unialign": 0.0, "latent_structure": 0.0, "cyclip": 0.0}
+    assert C.load(None, ["objective.name=cyclip", "objective.fusion_weight=1"]).objective.fusion_weight == 1.0
 
 
 # ---- data parallel: the loss over 2 ranks equals the loss over the concatenated batch --------------
 
+# Each objective's loss mixes terms over the global batch (gathered) with per-sample terms (local means);
+# over ranks, the mean loss and the gradients both match one process holding the whole batch.
+PARALLEL_CASES = {
+    "ito": ["objective.alignment=views", "objective.fusion_weight=2"],
+    "ito local_loss": ["objective.alignment=views", "objective.fusion_weight=2", "objective.local_loss=true"],
+    "unialign": ["objective.name=unialign", "objective.unialign.centroid_weight=0.5",
+                 "objective.unialign.volume_weight=1"],
+    "latent_structure": ["objective.name=latent_structure", "objective.latent_structure.regularizers=[sep, br, gc]",
+                         "objective.fusion_weight=1"],
+    "cyclip": ["objective.name=cyclip"],
+}
+FIELDS = ("image", "text", "fused", "image_independent", "text_independent")
+
+
+def _local_features(features, rows):
+    return Features(**{k: getattr(features, k)[:, rows].clone().requires_grad_(True) for k in FIELDS},
+                    logit_scale=features.logit_scale)
+
 
 def _rank_main(rank, world_size, port, features, out):
     with gloo_group(rank, world_size, port):
-        for local_loss in (False, True):
-            cfg = C.load(None, ["objective.alignment=views", "objective.fusion_weight=2",
-                                f"objective.local_loss={str(local_loss).lower()}"])
-            obj = build_objective(cfg)
-            b = features.image.shape[1] // world_size
-            rows = slice(rank * b, (rank + 1) * b)
-            local = Features(*(t[:, rows].clone().requires_grad_(True) for t in (features.image, features.text,
-                                                                                  features.fused)),
-                             logit_scale=features.logit_scale)
-            loss = obj(local)["loss"]
+        b = features.image.shape[1] // world_size
+        for case, overrides in PARALLEL_CASES.items():
+            local = _local_features(features, slice(rank * b, (rank + 1) * b))
+            loss = build_objective(C.load(None, overrides))(local)["loss"]
             loss.backward()
             # plain lists: shared-memory tensors would not outlive this process
-            out.put((local_loss, rank, loss.item(), local.image.grad.tolist(), local.fused.grad.tolist()))
+            out.put((case, rank, loss.item(), {k: getattr(local, k).grad.tolist() for k in FIELDS
+                                               if getattr(local, k).grad is not None}))
 
 
 def test_losses_see_the_global_batch_across_two_processes():
     world_size = 2
-    full = random_features(2, 1, 2, b=8, d=6, seed=3)
+    full = random_features(2, 2, 2, b=8, d=6, seed=3)
+    g = torch.Generator().manual_seed(4)
+    full.image_independent, full.text_independent = (
+        F.normalize(torch.randn(2, 8, 6, generator=g, dtype=torch.float64), dim=-1) for _ in range(2))
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
     mp.spawn(_rank_main, args=(world_size, free_port(), full, out), nprocs=world_size, join=True)
-    results = [out.get() for _ in range(2 * world_size)]
+    results = [out.get() for _ in range(len(PARALLEL_CASES) * world_size)]
 
-    leaf = Features(*(t.clone().requires_grad_(True) for t in (full.image, full.text, full.fused)),
-                    logit_scale=full.logit_scale)
-    obj = build_objective(C.load(None, ["objective.alignment=views", "objective.fusion_weight=2"]))
-    single = obj(leaf)["loss"]
-    single.backward()
-    for local_loss, rank, loss, image_grad, fused_grad in results:
-        rows = slice(rank * 4, (rank + 1) * 4)
-        if not local_loss:
-            assert loss == pytest.approx(single.item(), abs=1e-10)  # every rank computes the global loss
-        # The gather sums the ranks' gradients into each rank's rows, and DDP later averages parameter
-        # gradients over ranks: local rows carry world_size x the single-process gradient.
-        torch.testing.assert_close(torch.tensor(image_grad, dtype=torch.float64) / world_size,
-                                   leaf.image.grad[:, rows], rtol=1e-7, atol=1e-12)
-        torch.testing.assert_close(torch.tensor(fused_grad, dtype=torch.float64) / world_size,
-                                   leaf.fused.grad[:, rows], rtol=1e-7, atol=1e-12)
-    # local_loss: each rank scores only its rows, and the ranks' mean is the single-process loss
-    local_losses = [r[2] for r in results if r[0]]
-    assert sum(local_losses) / world_size == pytest.approx(single.item(), abs=1e-10)
+    for case, overrides in PARALLEL_CASES.items():
+        leaf = _local_features(full, slice(None))
+        single = build_objective(C.load(None, overrides))(leaf)["loss"]
+        single.backward()
+        ranks = [r for r in results if r[0] == case]
+        # every rank's loss is the global loss except for local_loss, where each rank scores its own rows
+        # and per-sample terms, which are local means: the ranks' mean is the single-process loss
+        assert sum(r[2] for r in ranks) / world_size == pytest.approx(single.item(), abs=1e-10), case
+        for _, rank, _, grads in ranks:
+            rows = slice(rank * 4, (rank + 1) * 4)
+            assert set(grads) == {k for k in FIELDS if getattr(leaf, k).grad is not None}, case
+            for k, grad in grads.items():
+                # The gather sums the ranks' gradients into each rank's rows, and DDP later averages
+                # parameter gradients over ranks: local rows carry world_size x the single-process gradient.
+                torch.testing.assert_close(torch.tensor(grad, dtype=torch.float64) / world_size,
+                                           getattr(leaf, k).grad[:, rows], rtol=1e-7, atol=1e-12, msg=case + k)

@@ -9,6 +9,7 @@ import pytest
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from ito_sweeps.objectives.registry import build_objective
 from ito_sweeps.sweep.space import SearchSpace, SpaceError, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +20,7 @@ SHIPPED = {  # file -> trials per profile
     "fusion_depth": 12,
     "fusion_weight": 18,
     "fusion_weight_optuna": 8,
+    "alignment_variants": 42,
 }
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -99,7 +101,39 @@ def test_ablation_cells():
     assert space.swept_keys == ["objective.name", "objective.alignment", "objective.fusion_weight", "run.seed"]
     tags = space.trial_tags(space.trial_configs()[0])
     assert tags == {"variant": "OpenCLIP", "objective.name": "clip", "objective.alignment": "views",
-                    "objective.fusion_weight": "2.0", "run.seed": "0"}
+                    "objective.fusion_weight": "0.0", "run.seed": "0"}  # what CLIP trains: no fusion
+
+
+def test_alignment_variant_cells_cross_every_objective_with_fusion():
+    space = load_space(SPACES / "alignment_variants.yaml")
+    cells = by_label(space)
+    rows = {"CLIP": ("clip", ()), "ITO": ("ito", ()), "UniAlign": ("unialign", ()), "Sep": ("latent_structure", ("sep",)),
+            "Br": ("latent_structure", ("br",)), "GC": ("latent_structure", ("gc",)), "CyCLIP": ("cyclip", ())}
+    assert len(cells) == len(rows) * 2 * 3
+    for row, (name, regularizers) in rows.items():
+        for lam in (0, 2):
+            for seed in range(3):
+                cfg = cells[f"{row} lam={lam} seed={seed}"]
+                assert (cfg.objective.name, cfg.objective.latent_structure.regularizers) == (name, regularizers)
+                assert (cfg.objective.fusion_weight, cfg.fusion.depth, cfg.run.seed) == (lam, 2, seed)
+                # fusion on means a fusion module is trained, whatever the objective
+                assert bool(build_objective(cfg).inputs.fusion_pairs) == (lam > 0)
+    assert cells["UniAlign lam=0 seed=0"].objective.alignment == "views"
+    tags = space.trial_tags(next(t for t in space.trial_configs() if space.trial_label(t).startswith("Sep")))
+    assert tags["objective.latent_structure.regularizers"] == "['sep']"
+
+
+def test_list_valued_keys_are_gridded_and_labelled_but_not_given_to_optuna(tmp_path):
+    params = ("  objective.name: {grid: [clip, latent_structure]}\n"
+              "  objective.latent_structure.regularizers: {KIND: [[sep], [br], [sep, gc]], "
+              "when: {objective.name: latent_structure}}\n")
+    space = load_space(write(tmp_path, "search: grid\nparams:\n" + params.replace("KIND", "grid")))
+    cells = by_label(space)
+    assert list(cells) == ["clip seed=0", "latent_structure regularizers=sep seed=0",
+                           "latent_structure regularizers=br seed=0", "latent_structure regularizers=sep+gc seed=0"]
+    assert cells["latent_structure regularizers=sep+gc seed=0"].objective.latent_structure.regularizers == ("sep", "gc")
+    with pytest.raises(SpaceError, match=r"choice\[0\]: optuna chooses only between plain values"):
+        load_space(write(tmp_path, "search: optuna\nnum_samples: 2\nparams:\n" + params.replace("KIND", "choice")))
 
 
 def test_fusion_depth_and_weight_cells():

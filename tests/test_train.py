@@ -14,6 +14,7 @@ from ito_sweeps import config as C
 from ito_sweeps.cli import main
 from ito_sweeps.models.export import export
 from ito_sweeps.models.towers import ITOModel, build_tokenizer
+from ito_sweeps.objectives.registry import build_objective
 from ito_sweeps.train import checkpoint
 from ito_sweeps.train.loop import NonFiniteLoss, seed_everything, train
 from tests.conftest import FAST, free_port, gloo_group
@@ -102,16 +103,24 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_no_bad_checkpoint(fast_
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
 
 
-def test_export_is_plain_open_clip_with_bit_identical_embeddings(fast_cfg, tmp_path):
-    cfg = fast_cfg()
+SEPARATION_AND_FUSION = ("objective.name=latent_structure", "objective.latent_structure.regularizers=[sep]",
+                         "objective.fusion_weight=2")
+
+
+@pytest.mark.parametrize("overrides", [(), SEPARATION_AND_FUSION], ids=["ito", "latent_structure sep + fusion"])
+def test_export_is_plain_open_clip_with_bit_identical_embeddings(fast_cfg, tmp_path, overrides):
+    cfg = fast_cfg(*overrides)
     train(cfg, tmp_path / "run")
     out = export(tmp_path / "run", tmp_path / "exported")
     saved = load_file(str(out / "open_clip_model.safetensors"))
-    assert not any("fusion" in k for k in saved)
+    assert not any("fusion" in k or "independent" in k for k in saved)
 
-    trained = ITOModel(cfg, with_fusion=True).eval()
+    heads = bool(overrides)
+    trained = ITOModel(cfg, with_fusion=True, independent_heads=heads).eval()
     trained.load_state_dict(weights(tmp_path / "run"))
     assert sum(p.numel() for p in trained.fusion.parameters()) > 0  # there was a fusion module to drop
+    if heads:
+        assert sum(p.numel() for p in trained.independent.parameters()) > 0  # and heads
     plain, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
     plain.eval()
     tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
@@ -184,6 +193,33 @@ def test_two_rank_data_parallel_matches_one_process(tmp_path):
             keep[keep.shape[0] // 3 : 2 * keep.shape[0] // 3] = False
             moved_ddp, moved_single = moved_ddp[keep], moved_single[keep]
         assert (moved_ddp - moved_single).norm() <= 0.02 * moved_single.norm() + 1e-7, k
+
+
+@pytest.mark.parametrize("overrides", [
+    ("objective.name=unialign", "objective.alignment=views_captions", "objective.unialign.centroid_weight=0.5",
+     "objective.unialign.volume_weight=1"),
+    ("objective.name=latent_structure", "objective.latent_structure.regularizers=[sep, br, gc]"),
+    ("objective.name=cyclip", "objective.fusion_weight=1"),
+], ids=["unialign", "latent_structure", "cyclip + fusion"])
+def test_peer_objectives_train_end_to_end(fast_cfg, tmp_path, overrides):
+    cfg = fast_cfg(*overrides)
+    seen = []
+    metrics = train(cfg, tmp_path / "run", on_metrics=lambda step, record: seen.append(record))
+    objective_losses = set(build_objective(cfg)(_zero_features(cfg)))  # the loss names the objective reports
+    assert {f"train/{k}" for k in objective_losses} <= set(seen[0])
+    assert all(np.isfinite(r[k]) for r in seen for k in r)
+    assert 0.0 <= metrics["zeroshot_top1"] <= 1.0 and np.isfinite(metrics["modality_gap"])
+
+
+def _zero_features(cfg):
+    """Features of the shapes the objective asks for, to learn which losses it reports."""
+    from ito_sweeps.models.towers import Features
+
+    needs = build_objective(cfg).inputs
+    unit = lambda n: torch.nn.functional.normalize(torch.randn(n, 4, 8), dim=-1)  # noqa: E731
+    texts = needs.captions + needs.augmented_captions
+    return Features(image=unit(needs.views), text=unit(texts), fused=unit(2), logit_scale=torch.tensor(10.0),
+                    image_independent=unit(needs.views), text_independent=unit(texts))
 
 
 def test_digits_data_set_trains_the_clip_baseline(fast_cfg, tmp_path):

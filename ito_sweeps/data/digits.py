@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from ito_sweeps.data.imageset import ImageTextSet
+from ito_sweeps.data.imageset import ImageTextSet, synonym_map
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 INK_RANGE = (0.5, 1.0)  # per RGB channel, as a fraction of full intensity
@@ -28,6 +28,8 @@ CAPTION_TEMPLATES = (
     "the numeral {numeral}, a handwritten {word}",
     "a picture of the number {word}",
 )
+# Words the caption templates use interchangeably, for text augmentation's synonym replacement.
+SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (("digit", "number", "numeral"), ("handwritten", "hand-written"))
 DIGIT_TEMPLATES = [
     "a handwritten digit {}.",
     "the number {}.",
@@ -48,6 +50,7 @@ def load_digits_set(seed: int, image_size: int, captions_per_image: int) -> Imag
         labels={"digit": torch.from_numpy(labels).long()},
         classnames={"digit": list(DIGIT_WORDS)},
         templates={"digit": DIGIT_TEMPLATES},
+        synonyms=synonym_map(*SYNONYM_GROUPS),
     )
 
 

@@ -1,7 +1,8 @@
 """The one in-memory form every data source produces: images, paraphrased captions, class labels."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -13,6 +14,9 @@ class ImageTextSet:
     labels: dict[str, torch.Tensor]  # zero-shot task -> int64 (N,) class index
     classnames: dict[str, list[str]]  # zero-shot task -> class names, indexed by label
     templates: dict[str, list[str]]  # zero-shot task -> prompt templates, each containing "{}"
+    # word -> its alternatives in the data set's own captions, for text augmentation; with none
+    # declared, synonym replacement leaves captions unchanged (there is no WordNet to fall back on)
+    synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -29,4 +33,15 @@ class ImageTextSet:
             labels={k: v[rows] for k, v in self.labels.items()},
             classnames=self.classnames,
             templates=self.templates,
+            synonyms=self.synonyms,
         )
+
+
+def synonym_map(*groups: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Each member of each group of interchangeable words -> the other members of its group."""
+    synonyms: dict[str, tuple[str, ...]] = {}
+    for group in groups:
+        members = tuple(group)
+        for word in members:
+            synonyms[word] = tuple(other for other in members if other != word)
+    return synonyms

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from ito_sweeps.config import ConfigError, DataConfig
 from ito_sweeps.data.augment import augment_view
 from ito_sweeps.data.imageset import ImageTextSet
+from ito_sweeps.data.text_augment import augment_caption
 
 MEAN = torch.tensor(OPENAI_DATASET_MEAN).view(3, 1, 1)
 STD = torch.tensor(OPENAI_DATASET_STD).view(3, 1, 1)
@@ -63,25 +64,33 @@ def tokenize_captions(data: ImageTextSet, tokenizer: Callable[[list[str]], torch
 
 
 class ViewsDataset(Dataset):
-    """Sample (epoch, i) -> (views (K, 3, H, W) normalised, token ids (K', L)), K' distinct captions."""
+    """Sample (epoch, i) -> (views (K, 3, H, W) normalised, token ids (K' + A, L)).
 
-    def __init__(self, data: ImageTextSet, tokens: torch.Tensor, views: int, captions: int, cfg: DataConfig, seed: int):
+    The token ids are K' distinct captions, then A text-augmented copies of the first of them (the
+    in-modal text positives of latent_structure), augmented afresh at every draw.
+    """
+
+    def __init__(
+        self, data: ImageTextSet, tokenizer: Callable[[list[str]], torch.Tensor], views: int, captions: int,
+        cfg: DataConfig, seed: int, augmented_captions: int = 0,
+    ):
         if captions > data.captions_per_image:
             raise ConfigError(
                 f"objective.num_captions: {captions} captions per sample but the data set has "
                 f"{data.captions_per_image} per image (data.captions_per_image)"
             )
-        self.images, self.tokens = data.images, tokens
-        self.views, self.captions = views, captions
-        self.augment, self.seed = cfg.augment, seed
+        self.data, self.tokenizer = data, tokenizer
+        self.tokens = tokenize_captions(data, tokenizer)
+        self.views, self.captions, self.augmented_captions = views, captions, augmented_captions
+        self.augment, self.text_augment, self.seed = cfg.augment, cfg.text_augment, seed
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return len(self.data)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, i = key
         g = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF_FFFF_FFFF)
-        image = self.images[i].float() / 255
+        image = self.data.images[i].float() / 255
         a = self.augment
         views = torch.stack([
             augment_view(
@@ -91,7 +100,13 @@ class ViewsDataset(Dataset):
             for _ in range(self.views)
         ])
         chosen = torch.randperm(self.tokens.shape[1], generator=g)[: self.captions]
-        return normalize(views), self.tokens[i, chosen]
+        tokens = self.tokens[i, chosen]
+        if self.augmented_captions:
+            first = self.data.captions[i][int(chosen[0])]
+            augmented = [augment_caption(first, g, self.text_augment, self.data.synonyms)
+                         for _ in range(self.augmented_captions)]
+            tokens = torch.cat([tokens, self.tokenizer(augmented)])
+        return normalize(views), tokens
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ito_sweeps.data.imageset import ImageTextSet
+from ito_sweeps.data.imageset import ImageTextSet, synonym_map
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 45, 45),
@@ -111,6 +111,7 @@ def make_scenes_with_layout(
         },
         classnames={"object": OBJECT_CLASSNAMES, "count": COUNT_CLASSNAMES},
         templates={"object": OBJECT_TEMPLATES, "count": COUNT_TEMPLATES},
+        synonyms=synonym_map(*SYNONYM_GROUPS),
     )
     return data, layout
 
@@ -278,6 +279,9 @@ def _coverage(layout: SceneLayout, rows: slice, slot: int, size: int) -> np.ndar
 
 _LARGE_WORDS = ("large", "big")
 _SMALL_WORDS = ("small", "little")
+# Words the templates below already use interchangeably, so text augmentation can swap them
+# without leaving the captions' vocabulary. ("picture" has no partner: no caption says "image".)
+SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (_LARGE_WORDS, _SMALL_WORDS, ("objects", "shapes"))
 _OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 _BARE = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
 _TO_THE = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}

@@ -1,8 +1,10 @@
 """The trained model: an open_clip dual encoder plus, during training only, ITO's fusion module.
 
 `ITOModel.forward` runs each tower once per batch and returns everything any objective needs: the
-pooled (deployed) embeddings of every view and caption, and fused embeddings of the requested
-(view, caption) pairs built from the per-token outputs of that same pass.
+pooled (deployed) embeddings of every view and caption, fused embeddings of the requested
+(view, caption) pairs built from the per-token outputs of that same pass, and, for deep feature
+separation, "independent" embeddings from extra heads on the towers' pooled outputs. The fusion
+module and the extra heads are training-only: export keeps the open_clip towers alone.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import VisionTransformer
+from open_clip.transformer import VisionTransformer, text_global_pool
 from torch import nn
 
 from ito_sweeps.config import Config, ConfigError
@@ -30,6 +32,8 @@ class Features:
     text: torch.Tensor  # (C, B, D) L2-normalised pooled embeddings, one row block per caption
     fused: torch.Tensor | None  # (P, B, D) fused embeddings, one block per requested (view, caption) pair
     logit_scale: torch.Tensor  # exp(logit_scale), a scalar
+    image_independent: torch.Tensor | None = None  # (V, B, D) L2-normalised, from the separation heads
+    text_independent: torch.Tensor | None = None  # (C, B, D) likewise
 
 
 def model_config(cfg: Config) -> dict[str, Any]:
@@ -55,8 +59,23 @@ def _project(x: torch.Tensor, projection: nn.Module | torch.Tensor | None) -> to
     return projection(x) if isinstance(projection, nn.Module) else x @ projection
 
 
+class IndependentHeads(nn.Module):
+    """Deep feature separation's extra projections (Jiang et al.): pooled tower output -> joint space.
+
+    They read the same pooled features as the towers' own projections, initialised the same way.
+    """
+
+    def __init__(self, image_width: int, text_width: int, dim: int):
+        super().__init__()
+        self.image = nn.Parameter(image_width**-0.5 * torch.randn(image_width, dim))
+        self.text = nn.Parameter(text_width**-0.5 * torch.randn(text_width, dim))
+
+    def forward(self, image_pooled: torch.Tensor, text_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.normalize(image_pooled @ self.image, dim=-1), F.normalize(text_pooled @ self.text, dim=-1)
+
+
 class ITOModel(nn.Module):
-    def __init__(self, cfg: Config, with_fusion: bool):
+    def __init__(self, cfg: Config, with_fusion: bool, independent_heads: bool = False):
         super().__init__()
         model_config(cfg)  # fails early, with the key name, on an unknown model
         self.clip = open_clip.create_model(
@@ -65,20 +84,32 @@ class ITOModel(nn.Module):
         if cfg.model.grad_checkpointing:
             self.clip.set_grad_checkpointing(True)
         self.fusion = self._build_fusion(cfg) if with_fusion else None
+        self.independent = self._build_heads(cfg) if independent_heads else None
 
-    def _build_fusion(self, cfg: Config) -> FusionModule:
+    def _check_token_tower(self, cfg: Config, needs: str, fix: str) -> VisionTransformer:
         visual = self.clip.visual
         if not isinstance(visual, VisionTransformer) or visual.pool_type != "tok" or visual.attn_pool is not None:
             raise ConfigError(
-                f"fusion.depth: the fusion module needs the CLS and patch tokens of a plain ViT image tower; "
-                f"{cfg.model.name} has none. Set fusion.depth=0 or objective.fusion_weight=0."
+                f"{needs} needs the CLS and patch tokens of a plain ViT image tower; {cfg.model.name} has none. {fix}"
             )
+        return visual
+
+    def _build_fusion(self, cfg: Config) -> FusionModule:
+        visual = self._check_token_tower(
+            cfg, "fusion.depth: the fusion module", "Set fusion.depth=0 or objective.fusion_weight=0."
+        )
         grid = visual.grid_size
         if grid[0] != grid[1]:
             raise ConfigError(f"data.image_size: the fusion module needs a square patch grid, got {grid}")
         width = visual.output_dim
         f = cfg.fusion
         return FusionModule(width, f.depth, f.heads, f.mlp_ratio, f.readout, grid[0])
+
+    def _build_heads(self, cfg: Config) -> IndependentHeads:
+        visual = self._check_token_tower(
+            cfg, "objective.latent_structure.regularizers: sep", "Choose another regulariser (br, gc)."
+        )
+        return IndependentHeads(visual.transformer.width, self.text_tower.transformer.width, visual.output_dim)
 
     @property
     def text_tower(self) -> nn.Module:
@@ -116,17 +147,30 @@ class ITOModel(nn.Module):
         positions = _project(tower.positional_embedding[: text_tokens.shape[-2]], tower.text_projection)
         return image, text + positions.to(text.dtype)
 
+    @property
+    def _text_pooling(self) -> tuple[str, int | None]:
+        """The text tower's pool type and end-of-text id, named as open_clip's towers name them."""
+        tower = self.text_tower
+        pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
+        return pool, getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
+
     def _text_valid(self, texts: torch.Tensor) -> torch.Tensor:
         """True up to and including end-of-text, found the way open_clip's pooling finds it."""
-        pool = getattr(self.text_tower, "text_pool_type", getattr(self.text_tower, "pool_type", "argmax"))
+        pool, eos_id = self._text_pooling
         if pool == "argmax":
             eot = texts.argmax(dim=-1)
         elif pool == "eos":
-            eos_id = getattr(self.text_tower, "text_eos_id", getattr(self.text_tower, "eos_id", None))
             eot = (texts == eos_id).int().argmax(dim=-1)
         else:
             return torch.ones_like(texts, dtype=torch.bool)
         return torch.arange(texts.shape[1], device=texts.device)[None, :] <= eot[:, None]
+
+    def _independent(
+        self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, texts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Separation-head embeddings of the pooled, unprojected outputs (the CLS token; the text pool)."""
+        pool, eos_id = self._text_pooling
+        return self.independent(image_tokens[:, 0], text_global_pool(text_tokens, texts, pool, eos_id))
 
     def forward(
         self, images: torch.Tensor, texts: torch.Tensor, fusion_pairs: tuple[tuple[int, int], ...] = ()
@@ -135,24 +179,38 @@ class ITOModel(nn.Module):
         b, v = images.shape[:2]
         c = texts.shape[1]
         flat_images, flat_texts = images.flatten(0, 1), texts.flatten(0, 1)
-        if fusion_pairs:
+        per_block = lambda x, n: x.unflatten(0, (b, n)).transpose(0, 1)  # (B * n, D) -> (n, B, D)  # noqa: E731
+        independent: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        if not fusion_pairs and self.independent is None:
+            image, text, fused = self.encode_image(flat_images), self.encode_text(flat_texts), None
+        else:
             image, image_tokens = self._image_with_tokens(flat_images)
             text, text_tokens = self._text_with_tokens(flat_texts)
-            views, captions = zip(*fusion_pairs)
-            # project each used view / caption once, then lay out all pairs for one fusion call:
-            # (B, V or C, ...) -> (P * B, ...)
-            used_v, used_c = sorted(set(views)), sorted(set(captions))
-            image_used, text_used = self._fusion_inputs(
-                image_tokens.unflatten(0, (b, v))[:, used_v], text_tokens.unflatten(0, (b, c))[:, used_c]
-            )
-            valid_used = self._text_valid(flat_texts).unflatten(0, (b, c))[:, used_c]
-            pick = lambda x, idx, used: x[:, [used.index(i) for i in idx]].transpose(0, 1).flatten(0, 1)  # noqa: E731
-            fused = self.fusion(
-                pick(image_used, views, used_v), pick(text_used, captions, used_c), pick(valid_used, captions, used_c)
-            )
-            fused = fused.unflatten(0, (len(fusion_pairs), b))
-        else:
-            image, text, fused = self.encode_image(flat_images), self.encode_text(flat_texts), None
-        image = F.normalize(image, dim=-1).unflatten(0, (b, v)).transpose(0, 1)
-        text = F.normalize(text, dim=-1).unflatten(0, (b, c)).transpose(0, 1)
-        return Features(image=image, text=text, fused=fused, logit_scale=self.clip.logit_scale.exp())
+            if self.independent is not None:
+                image_ind, text_ind = self._independent(image_tokens, text_tokens, flat_texts)
+                independent = per_block(image_ind, v), per_block(text_ind, c)
+            fused = self._fuse(image_tokens, text_tokens, flat_texts, b, fusion_pairs) if fusion_pairs else None
+        image = per_block(F.normalize(image, dim=-1), v)
+        text = per_block(F.normalize(text, dim=-1), c)
+        return Features(image=image, text=text, fused=fused, logit_scale=self.clip.logit_scale.exp(),
+                        image_independent=independent[0], text_independent=independent[1])
+
+    def _fuse(
+        self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, flat_texts: torch.Tensor, b: int,
+        fusion_pairs: tuple[tuple[int, int], ...],
+    ) -> torch.Tensor:
+        """(P, B, D) fused embeddings of the (view, caption) pairs, from (B * V or C, ...) token outputs."""
+        v, c = image_tokens.shape[0] // b, text_tokens.shape[0] // b
+        views, captions = zip(*fusion_pairs)
+        # project each used view / caption once, then lay out all pairs for one fusion call:
+        # (B, V or C, ...) -> (P * B, ...)
+        used_v, used_c = sorted(set(views)), sorted(set(captions))
+        image_used, text_used = self._fusion_inputs(
+            image_tokens.unflatten(0, (b, v))[:, used_v], text_tokens.unflatten(0, (b, c))[:, used_c]
+        )
+        valid_used = self._text_valid(flat_texts).unflatten(0, (b, c))[:, used_c]
+        pick = lambda x, idx, used: x[:, [used.index(i) for i in idx]].transpose(0, 1).flatten(0, 1)  # noqa: E731
+        fused = self.fusion(
+            pick(image_used, views, used_v), pick(text_used, captions, used_c), pick(valid_used, captions, used_c)
+        )
+        return fused.unflatten(0, (len(fusion_pairs), b))

@@ -6,14 +6,12 @@ import torch
 from ito_sweeps.config import Config
 from ito_sweeps.models.towers import Features
 from ito_sweeps.objectives.contrastive import clip_loss
-from ito_sweeps.objectives.registry import register
+from ito_sweeps.objectives.registry import Inputs, register
 
 
 @register("clip")
 class CLIPObjective:
-    views = 1
-    captions = 1
-    fusion_pairs: tuple[tuple[int, int], ...] = ()
+    inputs = Inputs()
 
     def __init__(self, cfg: Config):
         self.loss = clip_loss(cfg.objective.local_loss)

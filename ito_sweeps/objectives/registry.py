@@ -1,22 +1,39 @@
 """Objectives by name, so a sweep file picks one without code edits.
 
-An objective says which inputs it needs (image views, captions, fused (view, caption) pairs) and turns
-the model's `Features` into a dict of scalar losses whose "loss" entry is optimised.
+An objective declares the `Inputs` it needs (image views, captions, augmented captions, fused
+(view, caption) pairs, extra heads) and turns the model's `Features` into a dict of scalar losses whose
+"loss" entry is optimised. ITO's training-time fusion term is not part of any objective: it is added
+to whichever one is chosen when objective.fusion_weight and fusion.depth are both above 0.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 
-from ito_sweeps.config import Config
+from ito_sweeps.config import Config, ObjectiveConfig
 from ito_sweeps.models.towers import Features
 
 
+@dataclass(frozen=True)
+class Inputs:
+    views: int = 1  # image views per sample: Features.image[:views]
+    captions: int = 1  # distinct captions per sample: Features.text[:captions]
+    augmented_captions: int = 0  # text-augmented copies of caption 1, after them: Features.text[captions:]
+    fusion_pairs: tuple[tuple[int, int], ...] = ()  # (view, caption) pairs to fuse; empty = no fusion module
+    independent_heads: bool = False  # deep feature separation's training-only projection heads
+
+
+def alignment_counts(o: ObjectiveConfig) -> tuple[int, int]:
+    """(views, captions) that the alignment variant brings per sample, for the objectives that use it."""
+    views = o.num_views if o.alignment in ("views", "views_captions") else 1
+    captions = o.num_captions if o.alignment in ("captions", "views_captions") else 1
+    return views, captions
+
+
 class Objective(Protocol):
-    views: int
-    captions: int
-    fusion_pairs: tuple[tuple[int, int], ...]  # empty when no fusion module is needed
+    inputs: Inputs
 
     def __call__(self, features: Features) -> dict[str, torch.Tensor]: ...
 
@@ -24,10 +41,17 @@ class Objective(Protocol):
 OBJECTIVES: dict[str, Callable[[Config], Objective]] = {}
 
 
-def register(name: str):
+def register(name: str, default_fusion_weight: float = 0.0, uses_alignment: bool = False):
+    """Register an objective factory.
+
+    default_fusion_weight: the lambda it gets when objective.fusion_weight is not set;
+    uses_alignment: whether objective.alignment chooses its views and captions.
+    """
+
     def add(factory: Callable[[Config], Objective]) -> Callable[[Config], Objective]:
         if name in OBJECTIVES:
             raise ValueError(f"objective {name!r} is registered twice")
+        factory.default_fusion_weight, factory.uses_alignment = default_fusion_weight, uses_alignment
         OBJECTIVES[name] = factory
         return factory
 
@@ -35,8 +59,13 @@ def register(name: str):
 
 
 def build_objective(cfg: Config) -> Objective:
-    return OBJECTIVES[cfg.objective.name](cfg)  # the name was checked when the config was built
+    from ito_sweeps.objectives.ito import WithFusion  # here: ito imports this module
+
+    objective = OBJECTIVES[cfg.objective.name](cfg)  # the name was checked when the config was built
+    if cfg.objective.fusion_weight and cfg.fusion.depth:
+        objective = WithFusion(objective, cfg.objective.fusion_weight)
+    return objective
 
 
 # importing the families registers them
-from ito_sweeps.objectives import clip, ito  # noqa: E402,F401
+from ito_sweeps.objectives import clip, ito, latent_structure, unialign  # noqa: E402,F401

@@ -31,6 +31,7 @@ import yaml
 from ito_sweeps import config
 from ito_sweeps.config import Config, ConfigError
 from ito_sweeps.evaluate.run import METRIC_NAMES
+from ito_sweeps.objectives.registry import OBJECTIVES
 
 SEARCHES = ("grid", "random", "optuna")
 SCHEDULERS = ("fifo", "asha")
@@ -214,18 +215,19 @@ class SearchSpace:
             parts, skip = [variant.name], ()
         else:
             parts, skip = [str(values["objective.name"])], OBJECTIVE_KEYS
-            if values["objective.name"] == "ito" or "objective.alignment" in chosen:
+            uses_alignment = getattr(OBJECTIVES.get(values["objective.name"]), "uses_alignment", False)
+            if uses_alignment or "objective.alignment" in chosen:
                 parts.append(str(values["objective.alignment"]))
         parts += [_label_part(p.key, chosen[p.key]) for p in self.params if p.key in chosen and p.key not in skip]
         return " ".join([*parts, f"seed={seed}"])
 
     def trial_tags(self, trial_config: dict) -> dict[str, str]:
-        variant, chosen, seed = self._trial_parts(trial_config)
-        values = ChainMap(chosen, variant.set if variant else {}, {"run.seed": seed}, self.fixed)
+        variant, chosen, _ = self._trial_parts(trial_config)
+        values = self.resolve(trial_config).flat()  # what the trial trains, objective defaults applied
         tags = {"variant": variant.name} if variant else {}
         swept_params = {p.key for p in self.params}
         # a conditional param whose condition failed keeps a default the trial never uses: no tag
-        tags.update({key: str(_typed(key, values[key])) for key in self.swept_keys
+        tags.update({key: str(values[key]) for key in self.swept_keys
                      if key in chosen or key not in swept_params})
         return tags
 
@@ -875,5 +877,10 @@ def _swept_keys(params: list[Param], variants: list[Variant], fixed: dict[str, A
 
 
 def _label_part(key: str, value: Any) -> str:
-    text = f"{value:.3g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        text = f"{value:.3g}"
+    elif isinstance(value, (list, tuple)):
+        text = "+".join(map(str, value)) or "none"  # regularizers=sep+gc
+    else:
+        text = str(value)
     return text if key in OBJECTIVE_KEYS else f"{LABEL_NAMES.get(key, key.rsplit('.', 1)[-1])}={text}"

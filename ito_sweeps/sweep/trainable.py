@@ -20,7 +20,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ito_sweeps.config import Config
-from ito_sweeps.objectives.registry import build_objective
+from ito_sweeps.objectives.registry import OBJECTIVES, build_objective
 from ito_sweeps.sweep import tracking
 from ito_sweeps.sweep.space import Resources, load_space
 from ito_sweeps.sweep.worker import train_worker
@@ -47,10 +47,10 @@ def run_trial(config: dict[str, Any]) -> None:
     cfg = trial_config(space.resolve(config), space.resources)
     trial_id = tune.get_context().get_trial_id()
     client = MlflowClient(sweep["tracking_uri"])
-    fusion = bool(build_objective(cfg).fusion_pairs)  # what the objective trains, not what the config says
+    fusion = bool(build_objective(cfg).inputs.fusion_pairs)  # what the objective trains, not what the config says
     tags = {
         "objective": cfg.objective.name,
-        "alignment": cfg.objective.alignment if cfg.objective.name == "ito" else "none",
+        "alignment": cfg.objective.alignment if OBJECTIVES[cfg.objective.name].uses_alignment else "none",
         "fusion_depth": str(cfg.fusion.depth if fusion else 0),
         "fusion_weight": str(cfg.objective.fusion_weight if fusion else 0.0),
         "seed": str(cfg.run.seed),
@@ -60,6 +60,8 @@ def run_trial(config: dict[str, Any]) -> None:
         "sweep": sweep["name"],
         **space.trial_tags(config),
     }
+    if cfg.objective.name == "latent_structure":
+        tags["regularizers"] = "+".join(cfg.objective.latent_structure.regularizers) or "none"
     run_id = tracking.trial_run(client, sweep["experiment_id"], sweep["parent_run_id"], trial_id,
                                 space.trial_label(config), tags, cfg.flat())
     res = space.resources

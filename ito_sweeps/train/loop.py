@@ -27,7 +27,7 @@ from torch import nn
 
 from ito_sweeps import config as config_mod
 from ito_sweeps.config import Config, ConfigError
-from ito_sweeps.data.loader import BatchPlan, ViewsDataset, build_splits, tokenize_captions, train_batches
+from ito_sweeps.data.loader import BatchPlan, ViewsDataset, build_splits, train_batches
 from ito_sweeps.evaluate.run import Embedder, embedding_sample, evaluate
 from ito_sweeps.models.towers import ITOModel, build_tokenizer
 from ito_sweeps.objectives.contrastive import world
@@ -99,7 +99,8 @@ def train(
     splits = build_splits(cfg.data)
     tokenizer = build_tokenizer(cfg)
     objective = build_objective(cfg)
-    model = ITOModel(cfg, with_fusion=bool(objective.fusion_pairs)).to(device)
+    needs = objective.inputs
+    model = ITOModel(cfg, with_fusion=bool(needs.fusion_pairs), independent_heads=needs.independent_heads).to(device)
     optimizer = build_optimizer(model, cfg.optim, device)
     start_step = 0
     if resume is not None:
@@ -133,16 +134,14 @@ def train(
     embed = Embedder(model, tokenizer, device, cfg.eval.batch_size, autocast)
     probe_train = splits["train"].subset(slice(0, cfg.eval.probe_train_size))
 
-    dataset = ViewsDataset(
-        splits["train"], tokenize_captions(splits["train"], tokenizer), objective.views, objective.captions,
-        cfg.data, cfg.run.seed,
-    )
+    dataset = ViewsDataset(splits["train"], tokenizer, needs.views, needs.captions, cfg.data, cfg.run.seed,
+                           augmented_captions=needs.augmented_captions)
     plan = BatchPlan(len(dataset), cfg.data.batch_size, cfg.run.seed, rank, world_size)
     batches = train_batches(dataset, plan, start_step, cfg.data.num_workers, pin_memory=device.type == "cuda")
 
     def forward_loss(images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
         with autocast():
-            return objective(wrapped(images, texts, objective.fusion_pairs))
+            return objective(wrapped(images, texts, needs.fusion_pairs))
 
     step_fn = torch.compile(forward_loss) if cfg.run.compile else forward_loss
     params = [p for p in model.parameters() if p.requires_grad]
