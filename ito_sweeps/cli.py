@@ -1,4 +1,4 @@
-"""`ito-sweeps`: train one run, sweep a search space on Ray, browse the runs, export a trained model."""
+"""`ito-sweeps`: train one run, sweep a search space on Ray, report on a sweep, browse the runs, export a model."""
 from __future__ import annotations
 
 import argparse
@@ -75,18 +75,31 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from analysis.load import load_runs
+    from analysis.report import write_report
+    from analysis.tables import load_spec
+
+    runs = load_runs(args.tracking_uri, experiment=args.experiment, sweep=args.sweep)
+    out = Path(args.out or Path("reports") / (args.experiment or args.sweep))
+    index = write_report(runs, out, spec=load_spec(args.spec) if args.spec else None)
+    print(f"report: {index} ({len(runs.trials)} trial run(s) of experiment {runs.experiment_name!r}); "
+          f"also logged under report/ in the sweep's parent run (browse with `ito-sweeps ui`)")
+    return 0
+
+
 def _ui(args: argparse.Namespace) -> int:
     import os
 
-    from ito_sweeps.sweep import tracking
+    from ito_sweeps.sweep import store
 
-    uri = tracking.resolve_uri(args.tracking_uri)
+    uri = store.resolve_uri(args.tracking_uri)
     if not uri.startswith("sqlite:///"):
         print(f"error: {uri} is a server already; open it in a browser", file=sys.stderr)
         return 2
     print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl+C stops it)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-               "--port", str(args.port), "--artifacts-destination", tracking.artifact_root(uri)]
+               "--port", str(args.port), "--artifacts-destination", store.artifact_root(uri)]
     # MLflow's job runner serves GenAI evaluation jobs, which sweeps never submit: five fewer processes.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     os.execve(sys.executable, command, env)  # the UI replaces this process, so signals reach it directly
@@ -137,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
                        "a shared filesystem path on a multi-node cluster")
     sweep.set_defaults(func=_sweep)
 
+    report = commands.add_parser(
+        "report",
+        help="ablation tables and modality-gap plots of a recorded sweep",
+        description="Write the tables (Markdown, LaTeX, CSV), plots (PNG, PDF) and an index.md of a sweep's runs, "
+        "and log them under report/ in the sweep's parent run. The table layout comes from --spec, else from "
+        "the shipped spec named like the sweep's search space (analysis/specs/), else a generic one.",
+    )
+    which = report.add_mutually_exclusive_group(required=True)
+    which.add_argument("--experiment", metavar="NAME", help="every trial of an experiment (a sweep's name)")
+    which.add_argument("--sweep", metavar="RUN_ID", help="the trials of one sweep, by its parent run id")
+    report.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db in the current folder)")
+    report.add_argument("--spec", metavar="FILE", help="table spec YAML (see analysis/specs/)")
+    report.add_argument("--out", metavar="DIR", help="output folder (default: reports/NAME)")
+    report.set_defaults(func=_report)
+
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the sweeps' store",
                              description="Serve the MLflow UI for a local store, bound to 127.0.0.1 only.")
     ui.add_argument("--tracking-uri", help="default: sqlite:///mlflow.db in the current folder")
@@ -157,11 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean "fix your input": printed as one line, no traceback."""
+    from analysis.load import AnalysisError
     from ito_sweeps.sweep.runner import SweepError
     from ito_sweeps.sweep.space import SpaceError
-    from ito_sweeps.sweep.tracking import TrackingError
+    from ito_sweeps.sweep.store import TrackingError
 
-    return SpaceError, SweepError, TrackingError
+    return SpaceError, SweepError, TrackingError, AnalysisError
 
 
 def main(argv: list[str] | None = None) -> int:

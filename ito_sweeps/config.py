@@ -7,6 +7,7 @@ a sweep file fails in the first second instead of after an hour of training.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -261,6 +262,23 @@ def _build(cls: type, data: Any, path: str) -> Any:
             kwargs[name] = _coerce(value, kind, key)
             _check_range(names[name], kwargs[name], key)
     return cls(**kwargs)
+
+
+@functools.cache
+def key_type(key: str) -> Any:
+    """The type of a dotted config key, Optional unwrapped: objective.fusion_weight -> float.
+
+    Raises KeyError for a key the config does not have.
+    """
+    kind: Any = Config
+    for part in key.split("."):
+        hints = typing.get_type_hints(kind) if dataclasses.is_dataclass(kind) else {}
+        if part not in hints:
+            raise KeyError(key)
+        kind = hints[part]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        (kind,) = [a for a in typing.get_args(kind) if a is not type(None)]
+    return kind
 
 
 def _join(path: str, name: str) -> str:

@@ -42,3 +42,11 @@ def gloo_group(rank: int, world_size: int, port: int):
         yield
     finally:
         dist.destroy_process_group()
+
+
+@pytest.fixture(scope="session")
+def analysis_store(tmp_path_factory):
+    """The analysis tests' MLflow store (tests/analysis_store.py), built once: its schema set-up takes seconds."""
+    from tests.analysis_store import make_store
+
+    return make_store(tmp_path_factory.mktemp("analysis_store"))

@@ -8,11 +8,14 @@ import time
 import urllib.request
 
 import numpy as np
+import pandas as pd
 import pytest
 import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
+from analysis.load import load_runs
+from analysis.report import write_report
 from ito_sweeps.cli import main
 from ito_sweeps.sweep import tracking
 from ito_sweeps.sweep.runner import SweepError, run_sweep
@@ -91,6 +94,8 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
     assert (tags["objective"], tags["alignment"], tags["fusion_depth"], tags["seed"]) == ("ito", "views", "1", "0")
     assert tags["variant"] == "ITO" and tags["ray.trial_id"] and tags["search_space"] == str(space.resolve())
     assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+    assert (tags["resources.num_workers"], tags["resources.cpus_per_worker"], tags["resources.gpus_per_worker"]) == (
+        "1", "1.0", "0.0")
     clip_tags = kids["CLIP seed=0"].data.tags
     assert (clip_tags["objective"], clip_tags["alignment"], clip_tags["fusion_depth"]) == ("clip", "none", "0")
     # per-step training metrics, validation over time, final test metrics
@@ -108,6 +113,14 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
     assert saved["fusion"]["depth"] == 1 and saved["objective"]["name"] == "ito"
     # Tune agrees with MLflow on the final metric
     assert summary.best.value == max(k.data.metrics["val/zeroshot_top1"] for k in kids.values())
+    # and the report reads what the sweep recorded: a row per variant with its test zero-shot, both plots
+    index = write_report(load_runs(summary.tracking_uri, sweep=summary.parent_run_id), tmp_path / "report")
+    table = pd.read_csv(index.parent / "table.csv")
+    assert list(table["tags.variant"]) == ["CLIP", "ITO"] and list(table["n"]) == [1, 1]
+    assert table["Zero-shot mean"].tolist() == pytest.approx(
+        [100 * kids[f"{v} seed=0"].data.metrics["test/zeroshot_top1"] for v in ("CLIP", "ITO")])
+    assert {"gap_scatter.png", "dynamics.png"} <= {p.name for p in index.parent.iterdir()}
+    assert "report/index.md" in {a.path for a in client.list_artifacts(summary.parent_run_id, "report")}
 
 
 def test_two_ray_train_workers_see_the_single_worker_loss_at_step_0(tmp_path):

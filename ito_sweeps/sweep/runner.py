@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from ito_sweeps.sweep import tracking
+from ito_sweeps.sweep import store, tracking
 from ito_sweeps.sweep.progress import TrialTable
 from ito_sweeps.sweep.space import SearchSpace, load_space
 
@@ -65,8 +65,8 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
     started = time.perf_counter()
     space = load_space(space_file, profile)
     name = name or space.name
-    uri = tracking.resolve_uri(tracking_uri)
-    tracking.check_reachable(uri)
+    uri = store.resolve_uri(tracking_uri)
+    store.check_reachable(uri)
     storage_path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
     experiment_path = storage_path / name
     state_file = experiment_path / STATE_FILE
@@ -97,7 +97,8 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
         state["parent_run_id"] = tracking.start_sweep(
             client, experiment, name,
             {"search_space": str(space.path), "profile": str(space.profile), "git_commit": state["git_commit"],
-             "search": space.search, "metric": str(space.metric), "description": space.description},
+             "search": space.search, "metric": str(space.metric), "mode": str(space.mode),
+             "description": space.description},
             space.path,
         )
         experiment_path.mkdir(parents=True)

@@ -18,8 +18,6 @@ import json
 import math
 import random
 import re
-import types
-import typing
 from collections import ChainMap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -588,7 +586,7 @@ class _Loader:
         return tuple(raw)
 
     def range_bounds(self, at: str, key: str, kind: str, raw: Any, base: dict, overrides: dict) -> tuple[Any, Any]:
-        kind_of_key = _leaf_type(key)
+        kind_of_key = config.key_type(key)
         if kind_of_key not in (int, float):
             self.fail(at, f"{key} is not a number; list its values with choice: [...] or grid: [...]")
         if kind_of_key is int and kind != "randint":
@@ -767,19 +765,9 @@ def _key_problem(key: str) -> str | None:
     return f"unknown config key {key!r} ({hint})"
 
 
-@functools.cache
-def _leaf_type(key: str) -> Any:
-    kind: Any = Config
-    for part in key.split("."):
-        kind = typing.get_type_hints(kind)[part]
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional[float] samples as a float
-        (kind,) = [a for a in typing.get_args(kind) if a is not type(None)]
-    return kind
-
-
 def _typed(key: str, value: Any) -> Any:
     """A value as the config holds it (YAML's 2 is 2.0 for a float key), so labels and tags agree."""
-    if _leaf_type(key) is float and not isinstance(value, bool):
+    if config.key_type(key) is float and not isinstance(value, bool):
         try:
             return float(value)
         except (TypeError, ValueError):

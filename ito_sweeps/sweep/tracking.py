@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,50 +18,12 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ray.tune import Callback
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+from ito_sweeps.sweep.store import artifact_root
+
 TRIAL_ID_TAG = "ray.trial_id"
 ERROR_TAG = "error"
 FINAL_METRIC = "test/zeroshot_top1"  # only the last report of a trial carries test metrics
 MAX_TAG_CHARS = 5000  # MLflow caps tag values at 8000 characters
-
-
-class TrackingError(RuntimeError):
-    pass
-
-
-def resolve_uri(uri: str | None) -> str:
-    """An absolute tracking URI: Ray runs trials in other working directories, so `sqlite:///mlflow.db`
-    must not mean a different file in each of them."""
-    uri = uri or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///"):
-        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).expanduser().resolve())
-    if uri.startswith(("http://", "https://", "databricks", "postgresql", "mysql")):
-        return uri.rstrip("/")
-    raise TrackingError(
-        f"tracking URI {uri!r} is not supported: use sqlite:///PATH.db (the default is {DEFAULT_TRACKING_URI}) "
-        f"or http://HOST:PORT of a running `mlflow server` (MLflow's ./mlruns file store is deprecated)"
-    )
-
-
-def artifact_root(uri: str) -> str | None:
-    """Artifacts of a local SQLite store go in `mlartifacts/` beside the database; a server chooses its own."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-    return None
-
-
-def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, not after MLflow's minutes of HTTP retries, when the server is not there."""
-    if not uri.startswith("http"):
-        return
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=timeout_s) as response:
-            response.read()
-    except (urllib.error.URLError, OSError) as err:
-        raise TrackingError(
-            f"the MLflow server at {uri} is not reachable ({err}); start it with "
-            f"`mlflow server --host HOST --port PORT`, or drop --tracking-uri to log to {DEFAULT_TRACKING_URI}"
-        ) from err
 
 
 def experiment_id(client: MlflowClient, name: str, uri: str) -> str:

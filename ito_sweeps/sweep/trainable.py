@@ -58,6 +58,10 @@ def run_trial(config: dict[str, Any]) -> None:
         "profile": str(sweep["profile"]),
         "git_commit": sweep["git_commit"],
         "sweep": sweep["name"],
+        # what the trial occupies, so that analysis can price each table row in accelerator-hours
+        "resources.num_workers": str(space.resources.num_workers),
+        "resources.cpus_per_worker": str(space.resources.cpus_per_worker),
+        "resources.gpus_per_worker": str(space.resources.gpus_per_worker),
         **space.trial_tags(config),
     }
     if cfg.objective.name == "latent_structure":
