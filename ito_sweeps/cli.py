@@ -1,4 +1,5 @@
-"""`ito-sweeps`: train one run, sweep a search space on Ray, report on a sweep, browse the runs, export a model."""
+"""`ito-sweeps`: train one run, sweep a search space on Ray, report on a sweep, browse the runs, export a model,
+write the embedded benchmark as webdataset shards."""
 from __future__ import annotations
 
 import argparse
@@ -13,10 +14,12 @@ from ito_sweeps.config import ConfigError
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ito_sweeps.data.paths import check_data_paths
     from ito_sweeps.train import checkpoint
     from ito_sweeps.train.loop import NonFiniteLoss, train
 
     cfg = config_mod.load(args.config, args.set)
+    check_data_paths(cfg.data)  # before the progress bar: a wrong path is one line, not a broken bar
     run_dir = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.objective.name}")
     resume = checkpoint.latest(run_dir / "checkpoints")
     if resume is not None and not args.resume:
@@ -113,6 +116,15 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_shards(args: argparse.Namespace) -> int:
+    from ito_sweeps.data.make_shards import make_shards
+
+    cfg = config_mod.load(args.config, args.set)
+    for line in make_shards(cfg, Path(args.out), args.shard_size, args.format, args.clip_benchmark, args.csv):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ito-sweeps",
@@ -180,17 +192,38 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("run_dir", metavar="RUN_DIR")
     exp.add_argument("--out", required=True, metavar="DIR")
     exp.set_defaults(func=_export)
+
+    shards = commands.add_parser(
+        "make-shards",
+        help="write the embedded benchmark as webdataset shards (and CLIP_benchmark / CSV layouts)",
+        description="Render data.dataset (scenes or digits) with data.num_train/num_val/num_test and write "
+        "OUT/{train,val,test}/NNNNNN.tar in img2dataset's layout (key.png|jpg, key.txt, key.json with every "
+        "caption, key.cls) plus OUT/classnames.txt and OUT/zeroshot_classification_templates.txt; train on them "
+        "with data.dataset=webdataset data.train_data=OUT/train data.val_data=OUT/val data.test_data=OUT/test.",
+    )
+    shards.add_argument("out", metavar="OUT")
+    shards.add_argument("--config", help="YAML file with a data section (dataset, sizes, image_size, seed)")
+    shards.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key, e.g. --set data.num_train=2000 (repeatable)")
+    shards.add_argument("--shard-size", type=int, default=1000, metavar="N", help="samples per shard (default 1000)")
+    shards.add_argument("--format", choices=["png", "jpg"], default="png", help="image encoding (png is lossless)")
+    shards.add_argument("--clip-benchmark", metavar="NAME", help="also write the test split as OUT/wds_NAME/ for "
+                        "`clip_benchmark eval --dataset wds/NAME --dataset_root OUT/wds_NAME`")
+    shards.add_argument("--csv", action="store_true", help="also write each split in open_clip's CSV format "
+                        "under OUT/csv/ (columns and separators from data.csv_*)")
+    shards.set_defaults(func=_make_shards)
     return parser
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean "fix your input": printed as one line, no traceback."""
     from analysis.load import AnalysisError
+    from ito_sweeps.data.records import DataError
     from ito_sweeps.sweep.runner import SweepError
     from ito_sweeps.sweep.space import SpaceError
     from ito_sweeps.sweep.store import TrackingError
 
-    return SpaceError, SweepError, TrackingError, AnalysisError
+    return SpaceError, SweepError, TrackingError, AnalysisError, DataError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,15 +63,31 @@ class TextAugmentConfig:
 
 @dataclass
 class DataConfig:
-    dataset: Literal["scenes", "digits"] = "scenes"
+    # scenes and digits are embedded and held in memory; webdataset and csv stream real data from
+    # train_data (see ito_sweeps/data/stream.py), reading val_data and test_data into memory
+    dataset: Literal["scenes", "digits", "webdataset", "csv"] = "scenes"
     seed: int = 0  # the data set's own seed: repeats of a trial vary run.seed, not the data
     image_size: int = _bounded(32, 8)
+    # embedded sets: captions rendered per image; streamed sets: the most captions an eval split keeps
     captions_per_image: int = _bounded(5, 1)
-    num_train: int = _bounded(10_000, 1)
-    num_val: int = _bounded(500, 1)
-    num_test: int = _bounded(1_000, 1)
+    num_train: int = _bounded(10_000, 1)  # embedded sets only: a stream's size is whatever train_data holds
+    num_val: int = _bounded(500, 1)  # streamed sets: the first num_val samples of val_data
+    num_test: int = _bounded(1_000, 1)  # streamed sets: the first num_test samples of test_data
     batch_size: int = _bounded(128, 2)  # global batch, split across data-parallel workers
-    num_workers: int = _bounded(1, 0)
+    num_workers: int = _bounded(1, 0)  # loader processes per rank; streams use at most one per shard of the rank
+    # Streamed data, required for webdataset and csv. webdataset: a brace pattern (DIR/{000000..000009}.tar),
+    # one .tar, or a directory (its *.tar, sorted); s3://, gs://, http(s):// and pipe: URLs are passed on
+    # unchecked. csv: a CSV file whose image paths are relative to its folder unless absolute.
+    train_data: str | None = None
+    val_data: str | None = None  # needed when eval.every > 0
+    test_data: str | None = None
+    # open_clip's CSV defaults: tab-separated, image path in `filepath`, caption in `title`
+    csv_separator: str = "\t"
+    csv_image_key: str = "filepath"
+    csv_caption_key: str = "title"
+    # splits a caption cell into several captions of one image (e.g. "|"); None: one caption per row
+    csv_caption_separator: str | None = None
+    shuffle_buffer: int = _bounded(1000, 1)  # samples each loader worker holds to shuffle a stream: bounds memory
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     text_augment: TextAugmentConfig = field(default_factory=TextAugmentConfig)
 
@@ -369,10 +385,28 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"data.augment.crop_ratio: need 0 < low <= high, got {[lo, hi]}")
     if any(j < 0 for j in cfg.data.augment.jitter) or cfg.data.augment.jitter[3] > 0.5:
         raise ConfigError(f"data.augment.jitter: need non-negative values and hue <= 0.5, got {cfg.data.augment.jitter}")
-    if cfg.data.num_train < cfg.data.batch_size:
-        raise ConfigError(
-            f"data.batch_size: {cfg.data.batch_size} is larger than data.num_train {cfg.data.num_train}"
-        )
+    _check_data_keys(cfg)
+
+
+def _check_data_keys(cfg: Config) -> None:
+    data = cfg.data
+    streamed = data.dataset in ("webdataset", "csv")
+    needed = {"train_data": True, "val_data": bool(cfg.eval.every), "test_data": True}
+    for key, needed_here in needed.items():
+        value = getattr(data, key)
+        if streamed and needed_here and not value:
+            raise ConfigError(
+                f"data.{key}: required for data.dataset={data.dataset}; e.g. data.{key}=DIR/{key.split('_')[0]} "
+                f"with shards written by `ito-sweeps make-shards DIR`"
+            )
+        if not streamed and value is not None:
+            raise ConfigError(
+                f"data.{key}: only read for data.dataset=webdataset or csv, not {data.dataset}; remove it"
+            )
+    if not streamed and data.num_train < data.batch_size:
+        raise ConfigError(f"data.batch_size: {data.batch_size} is larger than data.num_train {data.num_train}")
+    if data.csv_caption_separator == "":
+        raise ConfigError("data.csv_caption_separator: empty; use null for one caption per row")
 
 
 def dump(cfg: Config, path: str | Path) -> None:

@@ -242,6 +242,8 @@ BAD = {
     "no concurrent trials": ("max_concurrent_trials: 0\n", None, ["max_concurrent_trials", "minimum 1"]),
     "no workers": ("resources: {num_workers: 0}\n", None, ["resources.num_workers", "integer >= 1"]),
     "unknown resource": ("resources: {gpus: 1}\n", None, ["resources.gpus", "gpus_per_worker"]),
+    "placement": ("resources: {placement_strategy: spread}\n", None,
+                  ["resources.placement_strategy", "'spread' is not one of PACK, SPREAD"]),
     "unknown profile": (
         "profiles:\n  cpu: {}\n  gpu: {}\n", "tpu", ["unknown profile 'tpu'", "valid profiles: cpu, gpu"]),
     "mistake inside a profile": (

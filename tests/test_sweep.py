@@ -1,11 +1,9 @@
 """Sweeps end to end on a real local Ray instance and real MLflow stores (SQLite, and a server over HTTP)."""
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import numpy as np
 import pandas as pd
@@ -23,6 +21,7 @@ from ito_sweeps.sweep.space import load_space
 from ito_sweeps.sweep.trainable import trial_config
 from ito_sweeps.train.loop import train
 from tests.conftest import free_port
+from tests.servers import start, stop, wait_for
 
 # Seconds per trial: tiny data, a handful of steps, two validation passes.
 TINY = {
@@ -139,7 +138,7 @@ def test_two_ray_train_workers_see_the_single_worker_loss_at_step_0(tmp_path):
 
 
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
-    space = write_space(tmp_path / "cut.yaml", {"first": {"objective.name": "clip"}, "second": {}},
+    space = write_space(tmp_path / "cut.yaml", {"first": {"objective.name": "clip", "schedule.steps": 10}, "second": {}},
                         config={"schedule.steps": 30, "eval.every": 10})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
@@ -220,60 +219,6 @@ def test_an_optuna_sweep_samples_within_bounds_and_records_each_trial(tmp_path):
         assert 0.25 <= lam <= 8 and depth in (1, 2)
         assert run.info.run_name == f"ito views fd={depth} lam={lam:.3g} seed=0"
         assert run.data.tags["objective.fusion_weight"] == str(lam)
-
-
-def start(command, **kwargs):
-    # a session of its own, so that stop() also ends the server's worker processes
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, **kwargs)
-
-
-def stop(process):
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(20)
-
-
-def wait_for(url, timeout_s=120):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            return urllib.request.urlopen(url, timeout=2).read().decode()
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer within {timeout_s} s")
-
-
-def start_mlflow_server(tmp_path):
-    port = free_port()
-    server = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                    "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                    "--artifacts-destination", str(tmp_path / "art"), "--workers", "1"])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{url}/health")
-    except RuntimeError:
-        stop(server)
-        raise
-    return server, url
-
-
-def test_server_mode_logs_a_sweep_over_http(tmp_path):
-    server, url = start_mlflow_server(tmp_path)
-    try:
-        space = write_space(tmp_path / "served.yaml", {"CLIP": {"objective.name": "clip"}})
-        summary = sweep(tmp_path, space, tracking_uri=url)
-        client = MlflowClient(url)
-        (run,) = children(client, summary).values()
-        assert run.info.status == "FINISHED" and steps_of(client, run.info.run_id, "val/zeroshot_top1") == [2, 4]
-        sample = np.load(client.download_artifacts(run.info.run_id, "embeddings.npz", str(tmp_path)))
-        assert sample["image"].shape == (48, 128)
-        assert (tmp_path / "art").is_dir() and not (tmp_path / "mlartifacts").exists()  # served by the server
-    finally:
-        stop(server)
 
 
 def test_an_unreachable_server_fails_fast_with_a_clear_message(tmp_path, capsys):

@@ -34,16 +34,20 @@ def augment_view(
     jitter: tuple[float, float, float, float],
     jitter_p: float,
     grayscale_p: float,
+    size: int | None = None,
 ) -> torch.Tensor:
-    """A random view of a float (3, H, W) image in [0, 1], of the same shape and range.
+    """A random view of a float (3, H, W) image in [0, 1], in the same range.
 
+    The view has the image's shape, or is size x size when size is given: RandomResizedCrop(size), so a
+    view can be cut straight from a full-resolution decoded image without resizing it first.
     jitter holds the (brightness, contrast, saturation, hue) strengths of ColorJitter.
     """
     draws = torch.rand(_DRAWS_PER_VIEW, generator=generator).tolist()
     crop_draws, jitter_draws, grayscale_draw = draws[:_CROP_DRAWS], draws[_CROP_DRAWS:-1], draws[-1]
     height, width = image.shape[-2:]
     top, left, crop_height, crop_width = _crop_box(height, width, crop_scale, crop_ratio, crop_draws)
-    view = F.resized_crop(image, top, left, crop_height, crop_width, [height, width], antialias=True)
+    out = [height, width] if size is None else [size, size]
+    view = F.resized_crop(image, top, left, crop_height, crop_width, out, antialias=True)
     if jitter_draws[0] < jitter_p:
         view = _colour_jitter(view, jitter, jitter_draws[1:])
     if grayscale_draw < grayscale_p:

@@ -65,11 +65,13 @@ def evaluate(embed: Embedder, split: ImageTextSet, probe_train: ImageTextSet, cf
             key = "zeroshot_top1" if n == 0 else f"zeroshot_top1/{task}"
             metrics[key] = zeroshot_top1(image, classes, split.labels[task])
         metrics.update(retrieval_metrics(image, text, text_to_image))
-        first_task = next(iter(split.labels))
-        metrics["probe_top1"] = linear_probe_top1(
-            embed.images(probe_train.images), probe_train.labels[first_task], image, split.labels[first_task],
-            C=cfg.probe_c, max_iter=1000, seed=seed,
-        )
+        # real data may have no classes (then no zero-shot above), or none in its training split
+        first_task = next(iter(split.labels), None)
+        if first_task is not None and first_task in probe_train.labels:
+            metrics["probe_top1"] = linear_probe_top1(
+                embed.images(probe_train.images), probe_train.labels[first_task], image, split.labels[first_task],
+                C=cfg.probe_c, max_iter=1000, seed=seed,
+            )
         metrics.update(geometry_metrics(image, text[::per_image]))  # each image with its first caption
         return metrics
     finally:
@@ -83,13 +85,14 @@ def embedding_sample(embed: Embedder, split: ImageTextSet, n: int) -> dict[str, 
     was_training = embed.model.training
     embed.model.eval()
     try:
-        task = next(iter(part.labels))
-        return {
+        sample = {
             "image": F.normalize(embed.images(part.images), dim=-1).numpy(),
             "text": F.normalize(embed.texts([caps[0] for caps in part.captions]), dim=-1).numpy(),
-            "label": np.asarray(part.labels[task]),
             "caption": np.asarray([caps[0] for caps in part.captions]),
-            "classnames": np.asarray(part.classnames[task]),
         }
+        task = next(iter(part.labels), None)
+        if task is not None:  # unlabelled real data has no classes to colour plots by
+            sample.update(label=np.asarray(part.labels[task]), classnames=np.asarray(part.classnames[task]))
+        return sample
     finally:
         embed.model.train(was_training)

@@ -65,6 +65,8 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
     started = time.perf_counter()
     space = load_space(space_file, profile)
     name = name or space.name
+    if not (address or "").startswith("ray://"):  # a driver on a cluster node sees the workers' paths
+        _check_data(space)
     uri = store.resolve_uri(tracking_uri)
     store.check_reachable(uri)
     storage_path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
@@ -107,7 +109,9 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
     if not ray.is_initialized():
         # Never with the dashboard off: Train V2 asks its State API whether a stopped trial's
         # controller is gone before freeing the trial's workers (ray-project/ray#54305).
-        ray.init(address=address, include_dashboard=True, log_to_driver=True)
+        forward = store.credentials_to_forward()
+        ray.init(address=address, include_dashboard=True, log_to_driver=True,
+                 runtime_env={"env_vars": forward} if forward else None)
     tuner = _tuner(space, state, experiment_path, resume)
     try:
         results = tuner.fit()
@@ -134,6 +138,23 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
                      interrupted=str(summary.interrupted).lower(),
                      failed_trials=str(len(summary.failed)))
     return summary
+
+
+def _check_data(space: SearchSpace) -> None:
+    """Every enumerable trial's data paths, before Ray starts: a typo in a shard path costs a second."""
+    from ito_sweeps.config import ConfigError
+    from ito_sweeps.data.paths import check_data_paths
+
+    checked = set()
+    for trial in space.trial_configs():
+        data = space.resolve(trial).data
+        key = repr(data)
+        if key not in checked:
+            checked.add(key)
+            try:
+                check_data_paths(data, space.resources.num_workers)
+            except ConfigError as err:
+                raise SweepError(f"{space.path}: trial {space.trial_label(trial)!r}: {err}") from None
 
 
 def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool):

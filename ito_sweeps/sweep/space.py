@@ -33,6 +33,7 @@ from ito_sweeps.objectives.registry import OBJECTIVES
 
 SEARCHES = ("grid", "random", "optuna")
 SCHEDULERS = ("fifo", "asha")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 RANGES = ("uniform", "loguniform", "randint")
 TOP_LEVEL_KEYS = (
@@ -58,6 +59,9 @@ class Resources:
     num_workers: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
+    # Ray placement of a trial's workers: PACK fills a node first (fast NVLink all-reduce on 8-GPU
+    # nodes); SPREAD / STRICT_SPREAD put them on different nodes
+    placement_strategy: str = "PACK"
 
     @property
     def use_gpu(self) -> bool:
@@ -436,6 +440,10 @@ class _Loader:
             where = self.where("resources", key)
             if key not in valid:
                 self.fail(where, f"unknown resource (valid: {', '.join(valid)})")
+            if key == "placement_strategy":
+                if amount not in PLACEMENT_STRATEGIES:
+                    self.fail(where, f"{amount!r} is not one of {', '.join(PLACEMENT_STRATEGIES)}")
+                continue
             if isinstance(amount, bool) or not isinstance(amount, (int, float)):
                 self.fail(where, f"expected a number, got {amount!r}")
             if key == "num_workers" and (not isinstance(amount, int) or amount < 1):
@@ -444,7 +452,7 @@ class _Loader:
                 self.fail(where, f"expected a number > 0, got {amount!r}")
             if key == "gpus_per_worker" and amount < 0:
                 self.fail(where, f"expected a number >= 0, got {amount!r}")
-        return Resources(**{k: (v if k == "num_workers" else float(v)) for k, v in value.items()})
+        return Resources(**{k: (v if k in ("num_workers", "placement_strategy") else float(v)) for k, v in value.items()})
 
     # -- the config every trial starts from
 

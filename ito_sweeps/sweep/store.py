@@ -4,11 +4,19 @@ Apart from tracking.py so that readers of recorded runs (the analysis package) n
 """
 from __future__ import annotations
 
+import base64
+import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# How MLflow clients authenticate to a server; the sweep hands them on to every trial and Train worker
+CREDENTIAL_VARIABLES = (
+    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+)
 
 
 class TrackingError(RuntimeError):
@@ -37,7 +45,8 @@ def artifact_root(uri: str) -> str | None:
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, not after MLflow's minutes of HTTP retries, when the server is not there."""
+    """Fail in seconds, not after MLflow's minutes of HTTP retries, when the server is not there or does
+    not accept this environment's credentials."""
     if not uri.startswith("http"):
         return
     try:
@@ -48,3 +57,37 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
             f"the MLflow server at {uri} is not reachable ({err}); start it with "
             f"`mlflow server --host HOST --port PORT`, or drop --tracking-uri to log to {DEFAULT_TRACKING_URI}"
         ) from err
+    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1",
+                                     headers=_auth_header())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            response.read()
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            given = "were refused" if _auth_header() else "are not set"
+            raise TrackingError(
+                f"the MLflow server at {uri} requires a login and the credentials {given} (HTTP {err.code}); "
+                f"export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+            ) from err
+        raise TrackingError(f"the MLflow server at {uri} answered HTTP {err.code} to a search: {err.reason}") from err
+
+
+def _auth_header() -> dict[str, str]:
+    """The Authorization header MLflow's own client sends for the credentials in the environment."""
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]}
+    return {}
+
+
+def credentials_to_forward() -> dict[str, str]:
+    """The MLflow credential variables of this environment that Ray must hand on to trials and workers.
+
+    Inside a `ray job submit` job, the variables the job's runtime_env already sets reach them anyway,
+    and Ray refuses a driver runtime_env that sets them again.
+    """
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
+    from_job = (job.get("runtime_env") or {}).get("env_vars") or {}
+    return {k: os.environ[k] for k in CREDENTIAL_VARIABLES if k in os.environ and k not in from_job}

@@ -8,7 +8,11 @@ opening a second one.
 """
 from __future__ import annotations
 
+import logging
+import queue
 import subprocess
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,12 +22,13 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ray.tune import Callback
 
-from ito_sweeps.sweep.store import artifact_root
+from ito_sweeps.sweep.store import TrackingError, artifact_root
 
 TRIAL_ID_TAG = "ray.trial_id"
 ERROR_TAG = "error"
 FINAL_METRIC = "test/zeroshot_top1"  # only the last report of a trial carries test metrics
 MAX_TAG_CHARS = 5000  # MLflow caps tag values at 8000 characters
+log = logging.getLogger(__name__)
 
 
 def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
@@ -146,10 +151,25 @@ class CloseStoppedRuns(Callback):
 
 
 class RunLogger:
-    """What rank 0 of a trial writes while it trains: metric records, files, system metrics."""
+    """What rank 0 of a trial writes while it trains: metric records, files, system metrics.
+
+    A tracking server that stops answering must not stop training, so records are sent by a background
+    thread, in order, each retried until it is accepted (MLflow's own HTTP retries first, then ours).
+    `flush` waits for what is queued, at most `timeout_s`: the worker flushes before every report to Ray,
+    so a scheduler that stops the trial on a report never loses what came before it. `close` gives an
+    outage `CLOSE_TIMEOUT_S` to end, then raises `TrackingError` naming how much could not be sent.
+    """
+
+    RETRY_S = (1.0, 2.0, 5.0, 10.0)  # waits between our own retries, the last one repeated
+    CLOSE_TIMEOUT_S = 600.0
 
     def __init__(self, uri: str, run_id: str, system_metrics_interval_s: float = 10.0):
-        self.client, self.run_id = MlflowClient(uri), run_id
+        self.client, self.run_id, self.uri = MlflowClient(uri), run_id, uri
+        self.pending: queue.Queue = queue.Queue()
+        self.failures = 0  # sends that failed and were retried, for the trial's log
+        self.stopping = threading.Event()
+        self.sender = threading.Thread(target=self._send_forever, name="mlflow-sender", daemon=True)
+        self.sender.start()
         self.monitor = None
         if system_metrics_interval_s > 0:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -160,12 +180,67 @@ class RunLogger:
             self.monitor.start()
 
     def log(self, step: int, record: dict[str, float]) -> None:
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in record.items()])
+        now = int(time.time() * 1000)  # the time it was measured, not the time it reached the server
+        metrics = [Metric(k, float(v), now, step) for k, v in record.items()]
+        self.pending.put(lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def artifact(self, path: Path) -> None:
-        self.client.log_artifact(self.run_id, str(path))
+        data = path.read_bytes()  # the file may be gone by the time the sender gets to it
+        def send() -> None:
+            with tempfile.TemporaryDirectory() as folder:
+                copy = Path(folder) / path.name
+                copy.write_bytes(data)
+                self.client.log_artifact(self.run_id, str(copy))
+        self.pending.put(send)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.pending.put(lambda: self.client.set_tag(self.run_id, key, value[:MAX_TAG_CHARS]))
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything queued so far is sent; False if `timeout_s` ran out first."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self.pending.unfinished_tasks
 
     def close(self) -> None:
         if self.monitor is not None:
             self.monitor.finish()
+        sent = self.flush(self.CLOSE_TIMEOUT_S)
+        self.stopping.set()
+        if not sent:
+            raise TrackingError(
+                f"{self.pending.unfinished_tasks} MLflow record(s) of run {self.run_id} could not be sent to "
+                f"{self.uri} within {self.CLOSE_TIMEOUT_S:.0f} s; the trial's metrics are in its Ray result "
+                f"and checkpoint. Check that the tracking server is up"
+            )
+
+    def _send_forever(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                send = self.pending.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            attempt = 0
+            while not self.stopping.is_set():
+                try:
+                    send()
+                    break
+                except Exception as err:  # noqa: BLE001 - a failure to send is retried or dropped, never fatal
+                    if _refused(err):  # the server answered no: sending it again cannot help
+                        log.error("MLflow at %s refused a record of run %s, dropped: %s", self.uri, self.run_id, err)
+                        break
+                    self.failures += 1
+                    wait = self.RETRY_S[min(attempt, len(self.RETRY_S) - 1)]
+                    if attempt == 0:
+                        log.warning("MLflow at %s did not accept a record (%s); retrying every %.0f s or less, "
+                                    "training goes on", self.uri, err, self.RETRY_S[-1])
+                    attempt += 1
+                    self.stopping.wait(wait)
+            self.pending.task_done()
+
+
+def _refused(err: Exception) -> bool:
+    """A 4xx answer (bad value, no permission), as opposed to a server that is down or failing."""
+    status = getattr(err, "get_http_status_code", lambda: 500)()
+    return 400 <= status < 500

@@ -79,6 +79,7 @@ def run_trial(config: dict[str, Any]) -> None:
         scaling_config=ScalingConfig(
             num_workers=res.num_workers, use_gpu=res.use_gpu,
             resources_per_worker={"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.use_gpu else {})},
+            placement_strategy=res.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             # The same name and storage on a rerun (a resumed sweep) make Train restore its checkpoint.

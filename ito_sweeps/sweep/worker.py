@@ -9,6 +9,7 @@ writes the trial's MLflow child run.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +19,11 @@ import ray.train
 from ray.train import Checkpoint
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# How long a report to Ray waits for MLflow to take the records logged before it. Only an outage makes
+# it wait at all; then training goes on after REPORT_FLUSH_S, except at the final report, which a
+# scheduler's stop must never cut off from its records.
+REPORT_FLUSH_S = 5.0
+FINAL_REPORT_FLUSH_S = 600.0
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -28,6 +34,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from ito_sweeps.train.loop import train
 
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # it logs each start and stop
+    # Rank 0's logger retries failed sends itself, off the training thread and without end; MLflow's own
+    # retries (7 of them, backing off to minutes) would only delay noticing that a server is back.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     cfg = config_mod.from_dict(loop_config["cfg"])
     lead = ray.train.get_context().get_world_rank() == 0
     logger = (tracking.RunLogger(loop_config["tracking_uri"], loop_config["run_id"], loop_config["system_metrics_s"])
@@ -39,24 +49,37 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if restored is not None:
             with restored.as_directory() as folder:
                 resume = Path(shutil.copy(Path(folder) / CHECKPOINT_FILE, work / "resume.pt"))
+        nodes = _node_of_each_rank()
+        if logger is not None:
+            # where the trial ran; and each restart (a failed worker, a resumed sweep) as a point of
+            # train/resumed_from_step, at the step the restarted attempt continues from
+            logger.set_tag("ray.nodes", ",".join(nodes))
+            if restored is not None:
+                step = int(restored.get_metadata()["step"])
+                logger.log(step, {"train/resumed_from_step": float(step)})
 
         def on_metrics(step: int, record: dict[str, float]) -> None:
             if logger is not None:
                 logger.log(step, record)
 
         def on_report(step: int, metrics: dict[str, float], saved: Path | None) -> None:
-            if logger is not None and tracking.FINAL_METRIC in metrics:
-                # before the final report: a scheduler may stop the trial as soon as it sees that report
-                for name in ("config.yaml", "metrics.json", "embeddings.npz"):
-                    if (work / "run" / name).is_file():
-                        logger.artifact(work / "run" / name)
+            if logger is not None:
+                if tracking.FINAL_METRIC in metrics:
+                    for name in ("config.yaml", "metrics.json", "embeddings.npz"):
+                        if (work / "run" / name).is_file():
+                            logger.artifact(work / "run" / name)
+                # everything logged reaches MLflow before Ray hears of the report: a scheduler may stop
+                # the trial as soon as it sees it
+                logger.flush(FINAL_REPORT_FLUSH_S if tracking.FINAL_METRIC in metrics else REPORT_FLUSH_S)
             if saved is None:
                 ray.train.report({"step": step, **metrics})
                 return
             folder = work / f"report-{step}"
             folder.mkdir()
             shutil.move(saved, folder / CHECKPOINT_FILE)  # Ray keeps its own copy: one on local disk at a time
-            ray.train.report({"step": step, **metrics}, checkpoint=Checkpoint.from_directory(str(folder)))
+            checkpoint = Checkpoint.from_directory(str(folder))
+            checkpoint.set_metadata({"step": step})
+            ray.train.report({"step": step, **metrics}, checkpoint=checkpoint)
             shutil.rmtree(folder)
 
         train(cfg, work / "run" if lead else None, on_metrics=on_metrics, on_report=on_report,
@@ -66,3 +89,16 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if logger is not None:
             logger.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _node_of_each_rank() -> list[str]:
+    """The Ray node id of every rank, in rank order (one collective, at the start of each attempt)."""
+    import ray
+    import torch.distributed as dist
+
+    node = ray.get_runtime_context().get_node_id()
+    if not dist.is_initialized():
+        return [node]
+    nodes: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, node)
+    return [str(n) for n in nodes]

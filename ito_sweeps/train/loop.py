@@ -27,7 +27,7 @@ from torch import nn
 
 from ito_sweeps import config as config_mod
 from ito_sweeps.config import Config, ConfigError
-from ito_sweeps.data.loader import BatchPlan, ViewsDataset, build_splits, train_batches
+from ito_sweeps.data.train_data import open_data
 from ito_sweeps.evaluate.run import Embedder, embedding_sample, evaluate
 from ito_sweeps.models.towers import ITOModel, build_tokenizer
 from ito_sweeps.objectives.contrastive import world
@@ -96,10 +96,11 @@ def train(
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     started = time.perf_counter()
 
-    splits = build_splits(cfg.data)
     tokenizer = build_tokenizer(cfg)
     objective = build_objective(cfg)
     needs = objective.inputs
+    # data first: a wrong path or an unreadable split fails before a model is built
+    data = open_data(cfg, tokenizer, needs, rank, world_size, pin_memory=device.type == "cuda")
     model = ITOModel(cfg, with_fusion=bool(needs.fusion_pairs), independent_heads=needs.independent_heads).to(device)
     optimizer = build_optimizer(model, cfg.optim, device)
     start_step = 0
@@ -132,12 +133,7 @@ def train(
     use_bf16 = cfg.run.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
     embed = Embedder(model, tokenizer, device, cfg.eval.batch_size, autocast)
-    probe_train = splits["train"].subset(slice(0, cfg.eval.probe_train_size))
-
-    dataset = ViewsDataset(splits["train"], tokenizer, needs.views, needs.captions, cfg.data, cfg.run.seed,
-                           augmented_captions=needs.augmented_captions)
-    plan = BatchPlan(len(dataset), cfg.data.batch_size, cfg.run.seed, rank, world_size)
-    batches = train_batches(dataset, plan, start_step, cfg.data.num_workers, pin_memory=device.type == "cuda")
+    batches = data.batches(start_step)
 
     def forward_loss(images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
         with autocast():
@@ -202,6 +198,7 @@ def train(
                 "train/data_wait_frac": data_wait / elapsed,
                 "train/step_time_s": elapsed / n,
             })
+            record.update(_skipped_totals(data.skipped(), device, world_size))
             emit(done, record)
             sums, interval_start, data_wait, last_logged = {}, time.perf_counter(), 0.0, done
         last = done == cfg.schedule.steps
@@ -213,11 +210,11 @@ def train(
         if validate or last:
             report: dict[str, float] = {}
             if lead and validate:
-                val = evaluate(embed, splits["val"], probe_train, cfg.eval, cfg.run.seed)
+                val = evaluate(embed, data.val, data.probe_train, cfg.eval, cfg.run.seed)
                 report = {f"val/{k}": v for k, v in val.items()}
                 emit(done, report)
             if lead and last:
-                final = evaluate(embed, splits["test"], probe_train, cfg.eval, cfg.run.seed)
+                final = evaluate(embed, data.test, data.probe_train, cfg.eval, cfg.run.seed)
                 final.update(train_time_s=train_time, steps=float(cfg.schedule.steps))
                 emit(done, {f"test/{k}": v for k, v in final.items()})
                 report.update({f"test/{k}": v for k, v in final.items()})
@@ -226,13 +223,23 @@ def train(
                     (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
                     if cfg.eval.embeddings_sample:
                         np.savez(run_dir / "embeddings.npz",
-                                 **embedding_sample(embed, splits["test"], cfg.eval.embeddings_sample))
+                                 **embedding_sample(embed, data.test, cfg.eval.embeddings_sample))
             _barrier(world_size)
             if on_report is not None:
                 on_report(done, report, saved)
             interval_start = time.perf_counter()  # evaluation time is not training throughput
 
     return metrics
+
+
+def _skipped_totals(skipped: dict[str, int], device: torch.device, world_size: int) -> dict[str, float]:
+    """Streamed samples skipped so far, summed over ranks: one all_reduce, at logging steps only."""
+    if not skipped:
+        return {}
+    counts = torch.tensor(list(skipped.values()), dtype=torch.int64, device=device)
+    if world_size > 1:
+        dist.all_reduce(counts)
+    return {f"data/skipped_{reason}": float(n) for reason, n in zip(skipped, counts.tolist())}
 
 
 def _barrier(world_size: int) -> None:

@@ -1,0 +1,77 @@
+"""One sample of streamed real data as read from a shard or a CSV row, before its image is decoded.
+
+Readers of every format produce Records, so skipping bad samples, decoding and eval-set building are
+written once. A sample is skipped for one of SKIP_REASONS: `corrupt_image` (no image file, or bytes PIL
+cannot decode) or `missing_caption` (no caption, or only empty ones).
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+SKIP_REASONS = ("corrupt_image", "missing_caption")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # what img2dataset and CLIP_benchmark write
+# PIL raises these for truncated, garbled or absurdly large images; anything else is a bug worth seeing
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+class DataError(RuntimeError):
+    """Streamed data that cannot train anything, e.g. a pass in which every sample was skipped."""
+
+
+@dataclass
+class Record:
+    key: str
+    image: bytes | None  # encoded (PNG, JPEG, ...); None when the sample has no image file
+    captions: list[str] = field(default_factory=list)
+    label: int | None = None  # the class of a zero-shot task, when the data carries one
+
+
+def from_webdataset(sample: dict) -> Record:
+    """A sample grouped by webdataset (extension -> bytes) in img2dataset or CLIP_benchmark layout.
+
+    Captions: the `captions` list of key.json when it has one (several paraphrases), else key.txt.
+    Label: key.cls (CLIP_benchmark), else the `label` of key.json.
+    """
+    image = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
+    try:
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+    except ValueError:
+        meta = {}  # img2dataset's json is metadata only; a broken one costs the sample nothing else
+    captions = meta.get("captions") if isinstance(meta, dict) else None
+    if not isinstance(captions, list):
+        captions = [sample["txt"].decode("utf-8", "replace")] if "txt" in sample else []
+    label = int(sample["cls"]) if "cls" in sample else meta.get("label") if isinstance(meta, dict) else None
+    return Record(sample["__key__"], image, clean_captions(captions), label)
+
+
+def clean_captions(captions: list) -> list[str]:
+    return [c.strip() for c in captions if isinstance(c, str) and c.strip()]
+
+
+def skip_reason(record: Record) -> str | None:
+    """Why a record cannot be used before its image is even decoded (checked first: it is free)."""
+    if not record.captions:
+        return "missing_caption"
+    if record.image is None:
+        return "corrupt_image"
+    return None
+
+
+def decode_image(data: bytes) -> Image.Image | None:
+    """The image as RGB, fully decoded (so truncation surfaces here), or None if PIL cannot read it."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except _DECODE_ERRORS:
+        return None
+
+
+def to_uint8_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB -> uint8 (3, H, W)."""
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
