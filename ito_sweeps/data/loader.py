@@ -111,19 +111,16 @@ class ViewsDataset(Dataset):
 
 @dataclass
 class BatchPlan:
-    """Which samples form each global batch; rank r of W takes the r-th slice of every global batch."""
+    """Which samples form each global batch; rank r of W takes the r-th slice of every global batch.
+
+    The global batch must split evenly over the ranks; open_data checks that for every data source.
+    """
 
     num_samples: int
     global_batch: int
     seed: int
     rank: int = 0
     world_size: int = 1
-
-    def __post_init__(self):
-        if self.global_batch % self.world_size:
-            raise ConfigError(
-                f"data.batch_size: global batch {self.global_batch} does not split over {self.world_size} workers"
-            )
 
     @property
     def local_batch(self) -> int:

@@ -4,7 +4,6 @@ Apart from tracking.py so that readers of recorded runs (the analysis package) n
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import urllib.error
@@ -57,29 +56,22 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
             f"the MLflow server at {uri} is not reachable ({err}); start it with "
             f"`mlflow server --host HOST --port PORT`, or drop --tracking-uri to log to {DEFAULT_TRACKING_URI}"
         ) from err
-    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1",
-                                     headers=_auth_header())
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            response.read()
-    except urllib.error.HTTPError as err:
-        if err.code in (401, 403):
-            given = "were refused" if _auth_header() else "are not set"
-            raise TrackingError(
-                f"the MLflow server at {uri} requires a login and the credentials {given} (HTTP {err.code}); "
-                f"export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
-            ) from err
-        raise TrackingError(f"the MLflow server at {uri} answered HTTP {err.code} to a search: {err.reason}") from err
+    # MLflow's own request path, so the login is exactly what its clients send (environment variables or
+    # ~/.mlflow/credentials, token, TLS settings)
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
 
-
-def _auth_header() -> dict[str, str]:
-    """The Authorization header MLflow's own client sends for the credentials in the environment."""
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    if user and password:
-        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        return {"Authorization": "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]}
-    return {}
+    creds = get_default_host_creds(uri)
+    response = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET", params={"max_results": 1},
+                            max_retries=0, timeout=timeout_s, raise_on_status=False)
+    if response.status_code in (401, 403):
+        given = "were refused" if creds.username or creds.token else "are not set"
+        raise TrackingError(
+            f"the MLflow server at {uri} requires a login and the credentials {given} (HTTP {response.status_code}); "
+            f"export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+        )
+    if response.status_code != 200:
+        raise TrackingError(f"the MLflow server at {uri} answered HTTP {response.status_code} to a search")
 
 
 def credentials_to_forward() -> dict[str, str]:
