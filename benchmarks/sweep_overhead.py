@@ -6,7 +6,10 @@
 Per trial, Ray's time outside training (trial actor, Train controller and worker start-up, process group,
 checkpoint hand-over, MLflow logging, teardown) is the sweep's wall time minus Ray's own start, minus the
 plain runs' time, over the number of trials. Both sides train with the same threads (the trial's
-cpus_per_worker), one trial at a time.
+cpus_per_worker), one trial at a time. Steady-state throughput, per trial: the median of the logged
+`train/samples_per_s` (each over `run.log_every` steps, validation excluded) through Ray Train, read back
+from MLflow, over the same median of the plain run. The same script measures a GPU space unchanged
+(`--space` a file whose trials ask for a GPU: the plain runs then use the GPU too).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import argparse
 import json
 import logging
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +25,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+RATE = "train/samples_per_s"
 
 
 def main() -> None:
@@ -31,7 +36,9 @@ def main() -> None:
     logging.getLogger().setLevel(logging.ERROR)
 
     import ray
+    from mlflow.tracking import MlflowClient
 
+    from ito_sweeps.sweep import tracking
     from ito_sweeps.sweep.runner import run_sweep
     from ito_sweeps.sweep.space import load_space
     from ito_sweeps.sweep.trainable import trial_config
@@ -47,12 +54,20 @@ def main() -> None:
     sweep_wall = time.perf_counter() - t0
     ray.shutdown()
 
-    plain = {}
+    client = MlflowClient(summary.tracking_uri)
+    ray_rate = {
+        run.info.run_name: statistics.median(m.value for m in client.get_metric_history(run.info.run_id, RATE))
+        for run in tracking.trial_runs(client, summary.experiment_id, summary.parent_run_id)
+    }
+
+    plain, plain_rate = {}, {}
     for tc in space.trial_configs():
         cfg = trial_config(space.resolve(tc), space.resources)
+        rates: list[float] = []
         t0 = time.perf_counter()
-        train(cfg)
+        train(cfg, on_metrics=lambda step, r: rates.append(r[RATE]) if RATE in r else None)
         plain[space.trial_label(tc)] = time.perf_counter() - t0
+        plain_rate[space.trial_label(tc)] = statistics.median(rates)
 
     n = len(plain)
     per_trial = (sweep_wall - sum(plain.values())) / n
@@ -68,6 +83,10 @@ def main() -> None:
         "overhead_over_plain_trial": round(per_trial / (sum(plain.values()) / n), 3),
         "sweep_over_plain": round(sweep_wall / sum(plain.values()), 3),
         "trial_status": {t.label: t.status for t in summary.trials},
+        "steps_per_trial": {space.trial_label(tc): space.resolve(tc).schedule.steps for tc in space.trial_configs()},
+        "median_samples_per_s_ray_train": {k: round(v, 1) for k, v in ray_rate.items()},
+        "median_samples_per_s_plain": {k: round(v, 1) for k, v in plain_rate.items()},
+        "ray_train_over_plain_samples_per_s": {k: round(ray_rate[k] / plain_rate[k], 3) for k in plain_rate},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

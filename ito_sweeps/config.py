@@ -30,6 +30,10 @@ class ModelConfig:
     name: str = "tiny"  # an open_clip model name (ViT-B-16, ...) or a registered small config (tiny)
     pretrained: str | None = None  # open_clip pretrained tag or weights file; never needed by tests
     grad_checkpointing: bool = False  # trade compute for activation memory on large models
+    # Cheaper ITO (FLIP-style): this fraction of the patch tokens of every image view after the first is
+    # dropped before the image tower, in training only; view 1 and every evaluation see all patches.
+    # No effect on objectives that use one view. Must be below 1: at least one patch always stays.
+    view_patch_dropout: float = _bounded(0.0, 0.0)
 
 
 @dataclass
@@ -38,6 +42,8 @@ class FusionConfig:
     heads: int = _bounded(8, 1)
     mlp_ratio: float = _bounded(4.0, 0.25)
     readout: Literal["cls", "mean", "token"] = "cls"
+    # fraction of each image's patch tokens dropped from the fusion input (training only; CLS always stays)
+    patch_dropout: float = _bounded(0.0, 0.0)
 
 
 @dataclass
@@ -377,6 +383,10 @@ def check(cfg: Config) -> None:
         raise ConfigError(
             f"schedule.warmup_steps: {cfg.schedule.warmup_steps} exceeds schedule.steps {cfg.schedule.steps}"
         )
+    for key, value in (("model.view_patch_dropout", cfg.model.view_patch_dropout),
+                       ("fusion.patch_dropout", cfg.fusion.patch_dropout)):
+        if value >= 1:
+            raise ConfigError(f"{key}: {value!r} would drop every patch; use a fraction in [0, 1), e.g. 0.5")
     lo, hi = cfg.data.augment.crop_scale
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"data.augment.crop_scale: need 0 < low <= high <= 1, got {[lo, hi]}")

@@ -114,9 +114,9 @@ def test_fused_pairs_match_fusing_each_pair_by_hand(fast_cfg, alignment):
         fused = model(images, texts, objective.fusion_pairs).fused
         for p, (v, c) in enumerate(objective.fusion_pairs):
             # one pair at a time, straight from the towers' token outputs
-            _, image_tokens = model._image_with_tokens(images[:, v])
+            _, image_tokens, _ = model._image_with_tokens(images[:, v])
             _, text_tokens = model._text_with_tokens(texts[:, c])
-            image_in, text_in = model._fusion_inputs(image_tokens, text_tokens)
+            image_in, text_in = model._fusion_image(image_tokens), model._fusion_text(text_tokens)
             expected = model.fusion(image_in, text_in, model._text_valid(texts[:, c]))
             torch.testing.assert_close(fused[p], expected, rtol=0, atol=1e-6)
 

@@ -21,6 +21,7 @@ SHIPPED = {  # file -> trials per profile
     "fusion_weight": 18,
     "fusion_weight_optuna": 8,
     "alignment_variants": 42,
+    "patch_dropout": 9,
 }
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

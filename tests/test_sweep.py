@@ -1,4 +1,5 @@
 """Sweeps end to end on a real local Ray instance and real MLflow stores (SQLite, and a server over HTTP)."""
+import dataclasses
 import os
 import signal
 import sys
@@ -68,15 +69,17 @@ def steps_of(client, run_id, key):
 
 
 def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
+    # Side by side, one CPU each, so that one trial's start-up overlaps the other's (and the SQLite store
+    # takes two writers at once). Which trial starts first is then up to Ray: rows are compared as sets.
     space = write_space(tmp_path / "two.yaml", {
         "CLIP": {"objective.name": "clip"},
         "ITO": {"objective.name": "ito", "objective.alignment": "views", "fusion.depth": 1},
-    })
+    }, max_concurrent_trials=2)
     summary = sweep(tmp_path, space)
     # the live trial table ends with every trial done, at its last step, with its metric and time
     table = capsys.readouterr().out.split("== two: ")[-1].splitlines()
     assert table[0].startswith("2/2 trials ended (2 done)")
-    assert [line.split()[:4] for line in table[2:4]] == [["CLIP", "seed=0", "DONE", "4/4"], ["ITO", "seed=0", "DONE", "4/4"]]
+    assert sorted(line.split()[:4] for line in table[2:4]) == [["CLIP", "seed=0", "DONE", "4/4"], ["ITO", "seed=0", "DONE", "4/4"]]
     client = MlflowClient(summary.tracking_uri)
     runs = client.search_runs([summary.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -114,46 +117,36 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
     assert summary.best.value == max(k.data.metrics["val/zeroshot_top1"] for k in kids.values())
     # and the report reads what the sweep recorded: a row per variant with its test zero-shot, both plots
     index = write_report(load_runs(summary.tracking_uri, sweep=summary.parent_run_id), tmp_path / "report")
-    table = pd.read_csv(index.parent / "table.csv")
-    assert list(table["tags.variant"]) == ["CLIP", "ITO"] and list(table["n"]) == [1, 1]
+    table = pd.read_csv(index.parent / "table.csv").set_index("tags.variant").sort_index()
+    assert list(table.index) == ["CLIP", "ITO"] and list(table["n"]) == [1, 1]
     assert table["Zero-shot mean"].tolist() == pytest.approx(
         [100 * kids[f"{v} seed=0"].data.metrics["test/zeroshot_top1"] for v in ("CLIP", "ITO")])
     assert {"gap_scatter.png", "dynamics.png"} <= {p.name for p in index.parent.iterdir()}
     assert "report/index.md" in {a.path for a in client.list_artifacts(summary.parent_run_id, "report")}
 
 
-def test_two_ray_train_workers_see_the_single_worker_loss_at_step_0(tmp_path):
-    space = write_space(tmp_path / "ddp.yaml", {"ITO": {"objective.alignment": "views_captions"}},
-                        config={"schedule.steps": 1, "eval.every": 1},
-                        resources={"num_workers": 2, "cpus_per_worker": 1})
-    summary = sweep(tmp_path, space)
-    client = MlflowClient(summary.tracking_uri)
-    (run,) = children(client, summary).values()
-    (distributed,) = client.get_metric_history(run.info.run_id, "train/loss")
-    loaded = load_space(space)
-    cfg = trial_config(loaded.resolve({"trial": loaded.param_space()["trial"]["grid_search"][0]}), loaded.resources)
-    seen = []
-    train(cfg, on_metrics=lambda step, record: seen.append(record))
-    assert distributed.value == pytest.approx(seen[0]["train/loss"], abs=1e-5, rel=0)
-
-
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    # The two trials run side by side (one CPU each), and the sweep is interrupted once the short one has
+    # finished and the long one has checkpointed since: a validation pass well after the first trial's end,
+    # by when Tune has recorded that end too.
     space = write_space(tmp_path / "cut.yaml", {"first": {"objective.name": "clip", "schedule.steps": 10}, "second": {}},
-                        config={"schedule.steps": 30, "eval.every": 10})
+                        config={"schedule.steps": 40, "eval.every": 5}, max_concurrent_trials=2)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
 
-    def interrupt_when_second_trial_runs():
+    def interrupt_when_second_trial_runs_after_first_ended():
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
-            second = runs.get("second seed=0")
-            if second is not None and client.get_metric_history(second.info.run_id, "val/zeroshot_top1"):
-                os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C: Tune saves its state and stops
-                return
+            first, second = runs.get("first seed=0"), runs.get("second seed=0")
+            if first is not None and second is not None and first.info.status == "FINISHED":
+                passes = client.get_metric_history(second.info.run_id, "val/zeroshot_top1")
+                if any(m.timestamp >= first.info.end_time + 2000 for m in passes):
+                    os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C: Tune saves its state and stops
+                    return
             time.sleep(0.5)
 
-    watcher = threading.Thread(target=interrupt_when_second_trial_runs, daemon=True)
+    watcher = threading.Thread(target=interrupt_when_second_trial_runs_after_first_ended, daemon=True)
     watcher.start()
     first = sweep(tmp_path, space, tracking_uri=uri)
     watcher.join()
@@ -170,20 +163,25 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
     assert all(r.info.status == "FINISHED" for r in runs.values())
     assert client.get_metric_history(runs["first seed=0"].info.run_id, "train/loss") == first_history
     second_loss = steps_of(client, runs["second seed=0"].info.run_id, "train/loss")
-    assert second_loss[-1] == 30 and steps_of(client, runs["second seed=0"].info.run_id, "test/zeroshot_top1") == [30]
+    assert second_loss[-1] == 40 and steps_of(client, runs["second seed=0"].info.run_id, "test/zeroshot_top1") == [40]
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
 
 
 def test_asha_stops_a_poor_trial_and_a_failing_trial_is_failed_while_the_sweep_goes_on(tmp_path, capsys):
     # lr 0 keeps the initial weights, so the second trial's val/alignment stays at its initial 1.95 while the
     # first trial's has risen to 2.60 by the first rung (runs are deterministic): maximising it, ASHA must stop
-    # the second trial there, and the sweep must not hang on the stopped trial's workers. lr 1e30 makes the
-    # third trial's loss NaN before its first validation pass.
+    # the second trial there, and the sweep must not hang on the stopped trial's workers, which hold every
+    # CPU the third trial needs. lr 1e30 makes the third trial's loss NaN before its first validation pass.
+    # Each trial runs on two Train workers, and the second one trains ITO with captions (its initial
+    # val/alignment is CLIP's: the towers start the same), so that its first loss also checks data-parallel
+    # ITO against a single process: a trial start-up costs half a minute, so one sweep serves both.
     space = write_space(tmp_path / "asha.yaml", {
-        "learns": {"optim.lr": 5e-3}, "frozen": {"optim.lr": 0.0},
+        "learns": {"optim.lr": 5e-3},
+        "frozen": {"optim.lr": 0.0, "objective.name": "ito", "objective.alignment": "views_captions"},
         "diverges": {"optim.lr": 1e30, "schedule.warmup_steps": 0},
     }, config={"schedule.steps": 12, "eval.every": 3, "objective.name": "clip"}, metric="val/alignment", mode="max",
-        scheduler={"name": "asha", "grace_period": 3, "reduction_factor": 2})
+        scheduler={"name": "asha", "grace_period": 3, "reduction_factor": 2},
+        resources={"num_workers": 2, "cpus_per_worker": 1})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert main(["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 1
     assert "FAILED diverges seed=0: NonFiniteLoss: loss became NaN" in capsys.readouterr().out
@@ -199,6 +197,16 @@ def test_asha_stops_a_poor_trial_and_a_failing_trial_is_failed_while_the_sweep_g
     tune_trials = ray.tune.ExperimentAnalysis(str(tmp_path / "ray" / "asha")).trials
     assert {t.config["trial"]["variant"]: t.status for t in tune_trials} == \
         {"learns": "TERMINATED", "frozen": "TERMINATED", "diverges": "ERROR"}
+    # the two workers' first loss (before any update) is the one a single process computes on the whole batch
+    (distributed,) = [m for m in client.get_metric_history(frozen.info.run_id, "train/loss") if m.step == 1]
+    loaded = load_space(space)
+    (point,) = [t for t in loaded.trial_configs() if t["trial"]["variant"] == "frozen"]
+    cfg = trial_config(loaded.resolve(point), loaded.resources)
+    seen = []
+    train(dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, steps=1),
+                              eval=dataclasses.replace(cfg.eval, every=1)),
+          on_metrics=lambda step, record: seen.append(record))
+    assert distributed.value == pytest.approx(seen[0]["train/loss"], abs=1e-5, rel=0)
 
 
 def test_an_optuna_sweep_samples_within_bounds_and_records_each_trial(tmp_path):
@@ -208,7 +216,7 @@ def test_an_optuna_sweep_samples_within_bounds_and_records_each_trial(tmp_path):
         "search": "optuna", "num_samples": 2, "search_seed": 3,
         "metric": "val/zeroshot_top1", "mode": "max",
         "params": {"objective.fusion_weight": {"loguniform": [0.25, 8]}, "fusion.depth": {"choice": [1, 2]}},
-        "resources": {"num_workers": 1, "cpus_per_worker": 1},
+        "resources": {"num_workers": 1, "cpus_per_worker": 1}, "max_concurrent_trials": 2,
     }))
     summary = sweep(tmp_path, space)
     client = MlflowClient(summary.tracking_uri)

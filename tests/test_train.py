@@ -200,8 +200,9 @@ def test_two_rank_data_parallel_matches_one_process(tmp_path):
      "objective.unialign.volume_weight=1"),
     ("objective.name=latent_structure", "objective.latent_structure.regularizers=[sep, br, gc]"),
     ("objective.name=cyclip", "objective.fusion_weight=1"),
-], ids=["unialign", "latent_structure", "cyclip + fusion"])
-def test_peer_objectives_train_end_to_end(fast_cfg, tmp_path, overrides):
+    ("model.view_patch_dropout=0.5", "fusion.patch_dropout=0.5"),
+], ids=["unialign", "latent_structure", "cyclip + fusion", "ito + patch dropout"])
+def test_objectives_train_end_to_end(fast_cfg, tmp_path, overrides):
     cfg = fast_cfg(*overrides)
     seen = []
     metrics = train(cfg, tmp_path / "run", on_metrics=lambda step, record: seen.append(record))

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from open_clip.pos_embed import get_2d_sincos_pos_embed
 from torch import nn
 
+from ito_sweeps.models.patch_dropout import keep_random_patches
+
 
 class Block(nn.Module):
     """Pre-norm transformer block; attention through scaled_dot_product_attention (fused kernels)."""
@@ -24,11 +26,22 @@ class Block(nn.Module):
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, only: int | None = None) -> torch.Tensor:
+        """only: compute the output at that one position (keys and values still cover every token).
+
+        The last block needs no more for a CLS or token readout, which saves most of its work.
+        """
         b, n, d = x.shape
-        q, k, v = self.qkv(self.ln_1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        h = self.ln_1(x)
+        if only is None:
+            q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        else:
+            w, bias = self.qkv.weight, self.qkv.bias
+            x, h_only = x[:, only].unsqueeze(1), h[:, only].unsqueeze(1)
+            q = F.linear(h_only, w[:d], bias[:d]).view(b, 1, self.heads, d // self.heads).transpose(1, 2)
+            k, v = F.linear(h, w[d:], bias[d:]).view(b, n, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
-        x = x + self.proj(attn.transpose(1, 2).reshape(b, n, d))
+        x = x + self.proj(attn.transpose(1, 2).reshape(b, -1, d))
         return x + self.mlp(self.ln_2(x))
 
 
@@ -38,13 +51,18 @@ class FusionModule(nn.Module):
     image_tokens: (B, 1 + P, D), the CLS token first, already projected into the joint space.
     text_tokens: (B, L, D), projected, with the text tower's position embedding already added.
     text_valid: (B, L) bool, False after end-of-text: those positions are masked as keys.
+    patch_index: (B, K) the grid positions of the image's patch tokens when the tower kept only K of
+        them (model.view_patch_dropout); None when every patch is there, in grid order.
+    In training, `patch_dropout` of the patch tokens are dropped after their positions are added.
     """
 
-    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float, readout: str, grid_size: int):
+    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float, readout: str, grid_size: int,
+                 patch_dropout: float = 0.0):
         super().__init__()
         if width % heads:
             raise ValueError(f"fusion.heads: {heads} does not divide the embedding width {width}")
         self.readout = readout
+        self.patch_dropout = patch_dropout
         pos = get_2d_sincos_pos_embed(width, grid_size, cls_token=True)  # CLS gets the zero position
         # fixed, so a buffer rather than a parameter, and not saved: it is rebuilt from the config
         self.register_buffer("image_pos", torch.from_numpy(pos).float(), persistent=False)
@@ -52,18 +70,26 @@ class FusionModule(nn.Module):
         self.ln_final = nn.LayerNorm(width)
         self.token = nn.Parameter(torch.zeros(width)) if readout == "token" else None
 
-    def forward(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_valid: torch.Tensor) -> torch.Tensor:
-        b, n_img, _ = image_tokens.shape
-        parts = [image_tokens + self.image_pos.to(image_tokens.dtype), text_tokens]
-        valid = [text_valid.new_ones(b, n_img), text_valid]
+    def forward(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_valid: torch.Tensor,
+                patch_index: torch.Tensor | None = None) -> torch.Tensor:
+        b = image_tokens.shape[0]
+        pos = self.image_pos.to(image_tokens.dtype)
+        if patch_index is not None:
+            pos = torch.cat([pos[:1].expand(b, 1, -1), pos[1:][patch_index]], dim=1)
+        image = image_tokens + pos
+        if self.training and self.patch_dropout:
+            image, _ = keep_random_patches(image, self.patch_dropout)
+        parts = [image, text_tokens]
+        valid = [text_valid.new_ones(b, image.shape[1]), text_valid]
         if self.token is not None:
             parts.append(self.token.to(image_tokens.dtype).expand(b, 1, -1))
             valid.append(text_valid.new_ones(b, 1))
         x = torch.cat(parts, dim=1)
         valid = torch.cat(valid, dim=1)
         key_mask = valid[:, None, None, :]  # broadcast over heads and queries
-        for block in self.blocks:
-            x = block(x, key_mask)
+        readout_at = {"cls": 0, "token": x.shape[1] - 1}.get(self.readout)
+        for i, block in enumerate(self.blocks):
+            x = block(x, key_mask, only=readout_at if i == len(self.blocks) - 1 else None)
         if self.readout == "cls":
             out = x[:, 0]
         elif self.readout == "token":

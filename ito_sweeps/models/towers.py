@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import open_clip
 import torch
@@ -21,6 +21,10 @@ from torch import nn
 
 from ito_sweeps.config import Config, ConfigError
 from ito_sweeps.models.fusion import FusionModule
+from ito_sweeps.models.patch_dropout import keep_random_patches
+
+if TYPE_CHECKING:  # the registry imports this module for Features
+    from ito_sweeps.objectives.registry import Inputs
 
 # Small configurations for CPU runs, registered with open_clip so they are ordinary model names.
 open_clip.add_model_config(Path(__file__).parent / "configs")
@@ -83,8 +87,16 @@ class ITOModel(nn.Module):
         )
         if cfg.model.grad_checkpointing:
             self.clip.set_grad_checkpointing(True)
+        self.view_patch_dropout = cfg.model.view_patch_dropout
+        if self.view_patch_dropout:
+            self._check_token_tower(cfg, "model.view_patch_dropout", "Set model.view_patch_dropout=0.")
         self.fusion = self._build_fusion(cfg) if with_fusion else None
         self.independent = self._build_heads(cfg) if independent_heads else None
+
+    @classmethod
+    def for_inputs(cls, cfg: Config, needs: Inputs) -> "ITOModel":
+        """The model an objective's declared inputs need: fusion and separation heads only if used."""
+        return cls(cfg, with_fusion=bool(needs.fusion_pairs), independent_heads=needs.independent_heads)
 
     def _check_token_tower(self, cfg: Config, needs: str, fix: str) -> VisionTransformer:
         visual = self.clip.visual
@@ -103,7 +115,7 @@ class ITOModel(nn.Module):
             raise ConfigError(f"data.image_size: the fusion module needs a square patch grid, got {grid}")
         width = visual.output_dim
         f = cfg.fusion
-        return FusionModule(width, f.depth, f.heads, f.mlp_ratio, f.readout, grid[0])
+        return FusionModule(width, f.depth, f.heads, f.mlp_ratio, f.readout, grid[0], f.patch_dropout)
 
     def _build_heads(self, cfg: Config) -> IndependentHeads:
         visual = self._check_token_tower(
@@ -125,27 +137,57 @@ class ITOModel(nn.Module):
 
     # ---- the training path: one pass per tower giving pooled and token outputs --------------------
 
-    # forward_intermediates(indices=1) returns the last block's tokens through the final norm together
-    # with the pooled output of the same pass: one extra LayerNorm, never a second pass of a tower.
-    # Tokens come back unprojected, so that only those a fusion pair uses get projected.
-    def _image_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.clip.visual.forward_intermediates(
-            images, indices=1, normalize_intermediates=True, output_fmt="NLC", output_extra_tokens=True
-        )
-        tokens = torch.cat([out["image_intermediates_prefix"][0], out["image_intermediates"][0]], dim=1)
-        return out["image_features"], tokens
+    def _image_with_tokens(
+        self, images: torch.Tensor, drop: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The image tower's pooled output, its final-norm tokens (unprojected) and the kept patches.
+
+        The same operations as open_clip's `VisionTransformer.forward` for a CLS-pooled ViT, whose pooled
+        output is the CLS row of the final-norm tokens; `drop` > 0 keeps a random part of each image's
+        patches after the position embedding (FLIP), and the kept indices come back for the fusion module.
+        Tokens come back unprojected, so that only those a fusion pair uses get projected.
+        """
+        visual = self.clip.visual
+        x = visual._embeds(images)  # patches + CLS + positions, then ln_pre (per token: commutes with dropping)
+        index = None
+        if drop:
+            x, index = keep_random_patches(x, drop)
+        tokens = visual.ln_post(visual.transformer(x))
+        pooled = _project(tokens[:, 0], visual.proj)
+        return pooled, tokens, index
 
     def _text_with_tokens(self, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # the last block's tokens through the final norm, with the pooled output of the same pass
         out = self.clip.forward_intermediates(text=texts, text_indices=1, normalize_intermediates=True, normalize=False)
         return out["text_features"], out["text_intermediates"][0]
 
-    def _fusion_inputs(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Project tokens into the joint space; text gets the tower's position embedding (projected too)."""
+    def _views_with_tokens(
+        self, images: torch.Tensor, drop: float
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
+        """images (B, V, ...) -> pooled (V * B, D) view-major, and per view its tokens and kept patches.
+
+        One pass over all views; two when later views drop patches (their sequences are shorter).
+        """
+        b, v = images.shape[:2]
+        by_view = images.transpose(0, 1)
+        groups = [(by_view, 0.0)] if not drop else [(by_view[:1], 0.0), (by_view[1:], drop)]
+        pooled, tokens, index = [], [], []
+        for group, p in groups:
+            n = group.shape[0]
+            g_pooled, g_tokens, g_index = self._image_with_tokens(group.flatten(0, 1), p)
+            pooled.append(g_pooled)
+            tokens += g_tokens.unflatten(0, (n, b)).unbind(0)
+            index += [None] * n if g_index is None else g_index.unflatten(0, (n, b)).unbind(0)
+        return torch.cat(pooled), tokens, index
+
+    def _fusion_image(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        return _project(image_tokens, self.clip.visual.proj)
+
+    def _fusion_text(self, text_tokens: torch.Tensor) -> torch.Tensor:
+        """Projected into the joint space, plus the tower's position embedding (projected too)."""
         tower = self.text_tower
-        image = _project(image_tokens, self.clip.visual.proj)
-        text = _project(text_tokens, tower.text_projection)
         positions = _project(tower.positional_embedding[: text_tokens.shape[-2]], tower.text_projection)
-        return image, text + positions.to(text.dtype)
+        return _project(text_tokens, tower.text_projection) + positions.to(text_tokens.dtype)
 
     @property
     def _text_pooling(self) -> tuple[str, int | None]:
@@ -166,51 +208,65 @@ class ITOModel(nn.Module):
         return torch.arange(texts.shape[1], device=texts.device)[None, :] <= eot[:, None]
 
     def _independent(
-        self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, texts: torch.Tensor
+        self, image_cls: torch.Tensor, text_tokens: torch.Tensor, texts: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Separation-head embeddings of the pooled, unprojected outputs (the CLS token; the text pool)."""
         pool, eos_id = self._text_pooling
-        return self.independent(image_tokens[:, 0], text_global_pool(text_tokens, texts, pool, eos_id))
+        return self.independent(image_cls, text_global_pool(text_tokens, texts, pool, eos_id))
 
     def forward(
         self, images: torch.Tensor, texts: torch.Tensor, fusion_pairs: tuple[tuple[int, int], ...] = ()
     ) -> Features:
         """images (B, V, 3, H, W), texts (B, C, L) token ids; fusion_pairs index (view, caption)."""
-        b, v = images.shape[:2]
-        c = texts.shape[1]
-        flat_images, flat_texts = images.flatten(0, 1), texts.flatten(0, 1)
-        per_block = lambda x, n: x.unflatten(0, (b, n)).transpose(0, 1)  # (B * n, D) -> (n, B, D)  # noqa: E731
+        b, v, c = images.shape[0], images.shape[1], texts.shape[1]
+        # view-major rows: each view and each caption is one contiguous block of B rows
+        flat_texts = texts.transpose(0, 1).flatten(0, 1)
+        blocks = lambda x, n: x.unflatten(0, (n, b))  # (n * B, D) -> (n, B, D)  # noqa: E731
+        drop = self.view_patch_dropout if self.training and v > 1 else 0.0
         independent: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
-        if not fusion_pairs and self.independent is None:
-            image, text, fused = self.encode_image(flat_images), self.encode_text(flat_texts), None
+        fused = None
+        if not fusion_pairs and self.independent is None and not drop:
+            image, text = self.encode_image(images.transpose(0, 1).flatten(0, 1)), self.encode_text(flat_texts)
         else:
-            image, image_tokens = self._image_with_tokens(flat_images)
+            image, view_tokens, view_index = self._views_with_tokens(images, drop)
             text, text_tokens = self._text_with_tokens(flat_texts)
             if self.independent is not None:
-                image_ind, text_ind = self._independent(image_tokens, text_tokens, flat_texts)
-                independent = per_block(image_ind, v), per_block(text_ind, c)
-            fused = self._fuse(image_tokens, text_tokens, flat_texts, b, fusion_pairs) if fusion_pairs else None
-        image = per_block(F.normalize(image, dim=-1), v)
-        text = per_block(F.normalize(text, dim=-1), c)
+                image_cls = torch.cat([t[:, 0] for t in view_tokens])
+                image_ind, text_ind = self._independent(image_cls, text_tokens, flat_texts)
+                independent = blocks(image_ind, v), blocks(text_ind, c)
+            if fusion_pairs:
+                fused = self._fuse(view_tokens, view_index, text_tokens, flat_texts, fusion_pairs)
+        image = blocks(F.normalize(image, dim=-1), v)
+        text = blocks(F.normalize(text, dim=-1), c)
         return Features(image=image, text=text, fused=fused, logit_scale=self.clip.logit_scale.exp(),
                         image_independent=independent[0], text_independent=independent[1])
 
     def _fuse(
-        self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, flat_texts: torch.Tensor, b: int,
-        fusion_pairs: tuple[tuple[int, int], ...],
+        self, view_tokens: list[torch.Tensor], view_index: list[torch.Tensor | None], text_tokens: torch.Tensor,
+        flat_texts: torch.Tensor, fusion_pairs: tuple[tuple[int, int], ...],
     ) -> torch.Tensor:
-        """(P, B, D) fused embeddings of the (view, caption) pairs, from (B * V or C, ...) token outputs."""
-        v, c = image_tokens.shape[0] // b, text_tokens.shape[0] // b
+        """(P, B, D) fused embeddings of the (view, caption) pairs, from the towers' token outputs."""
+        b = view_tokens[0].shape[0]
+        c = text_tokens.shape[0] // b
         views, captions = zip(*fusion_pairs)
-        # project each used view / caption once, then lay out all pairs for one fusion call:
-        # (B, V or C, ...) -> (P * B, ...)
-        used_v, used_c = sorted(set(views)), sorted(set(captions))
-        image_used, text_used = self._fusion_inputs(
-            image_tokens.unflatten(0, (b, v))[:, used_v], text_tokens.unflatten(0, (b, c))[:, used_c]
-        )
-        valid_used = self._text_valid(flat_texts).unflatten(0, (b, c))[:, used_c]
-        pick = lambda x, idx, used: x[:, [used.index(i) for i in idx]].transpose(0, 1).flatten(0, 1)  # noqa: E731
-        fused = self.fusion(
-            pick(image_used, views, used_v), pick(text_used, captions, used_c), pick(valid_used, captions, used_c)
-        )
-        return fused.unflatten(0, (len(fusion_pairs), b))
+        # project each used view and caption once
+        image_in = {i: self._fusion_image(view_tokens[i]) for i in set(views)}
+        text_blocks = text_tokens.unflatten(0, (c, b))
+        text_in = {j: self._fusion_text(text_blocks[j]) for j in set(captions)}
+        valid = self._text_valid(flat_texts).unflatten(0, (c, b))
+        # pairs whose image sequences have one length share one fusion call
+        groups: dict[tuple[int, bool], list[int]] = {}
+        for p, i in enumerate(views):
+            groups.setdefault((view_tokens[i].shape[1], view_index[i] is None), []).append(p)
+        fused: list[torch.Tensor] = [None] * len(fusion_pairs)  # type: ignore[list-item]
+        for members in groups.values():
+            index = [view_index[views[p]] for p in members]
+            out = self.fusion(
+                torch.cat([image_in[views[p]] for p in members]),
+                torch.cat([text_in[captions[p]] for p in members]),
+                torch.cat([valid[captions[p]] for p in members]),
+                None if index[0] is None else torch.cat(index),  # type: ignore[arg-type]
+            )
+            for p, one in zip(members, out.split(b)):
+                fused[p] = one
+        return torch.stack(fused)

@@ -12,7 +12,6 @@ logging steps, where a non-finite loss also surfaces, naming the first step at w
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -34,10 +33,10 @@ from ito_sweeps.objectives.contrastive import world
 from ito_sweeps.objectives.registry import build_objective
 from ito_sweeps.train import checkpoint
 from ito_sweeps.train.optim import build_optimizer, lr_at
+from ito_sweeps.train.step import TrainStep
 
 MetricsHook = Callable[[int, dict[str, float]], None]
 ReportHook = Callable[[int, dict[str, float], "Path | None"], None]
-MAX_LOGIT_SCALE = math.log(100)
 # Sections a resumed run must share with its checkpoint; run, eval and the schedule length may change.
 RESUME_MUST_MATCH = ("model", "data", "objective", "fusion", "optim")
 
@@ -101,7 +100,7 @@ def train(
     needs = objective.inputs
     # data first: a wrong path or an unreadable split fails before a model is built
     data = open_data(cfg, tokenizer, needs, rank, world_size, pin_memory=device.type == "cuda")
-    model = ITOModel(cfg, with_fusion=bool(needs.fusion_pairs), independent_heads=needs.independent_heads).to(device)
+    model = ITOModel.for_inputs(cfg, needs).to(device)
     optimizer = build_optimizer(model, cfg.optim, device)
     start_step = 0
     if resume is not None:
@@ -135,12 +134,7 @@ def train(
     embed = Embedder(model, tokenizer, device, cfg.eval.batch_size, autocast)
     batches = data.batches(start_step)
 
-    def forward_loss(images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
-        with autocast():
-            return objective(wrapped(images, texts, needs.fusion_pairs))
-
-    step_fn = torch.compile(forward_loss) if cfg.run.compile else forward_loss
-    params = [p for p in model.parameters() if p.requires_grad]
+    train_step = TrainStep(cfg, model, objective, optimizer, autocast, wrapped)
     first_bad = torch.full((), -1, device=device)
     sums: dict[str, torch.Tensor] = {}
     metrics: dict[str, float] = {}  # the final test metrics, on rank 0
@@ -169,20 +163,11 @@ def train(
         data_wait += time.perf_counter() - t0
 
         lr = lr_at(step, cfg.optim.lr, cfg.schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        losses = step_fn(images, texts)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if cfg.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        optimizer.step()
+        losses = train_step(images, texts, lr)
         with torch.no_grad():
-            model.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            loss = losses["loss"].detach()
-            first_bad = torch.where(~torch.isfinite(loss) & (first_bad < 0), step, first_bad)
+            first_bad = torch.where(~torch.isfinite(losses["loss"]) & (first_bad < 0), step, first_bad)
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0) + v.detach().float()
+                sums[k] = sums.get(k, 0) + v.float()
 
         done = step + 1
         if done % cfg.run.log_every == 0 or done == cfg.schedule.steps:
