@@ -437,11 +437,13 @@ def variant_names(name: str) -> list[str]:
 
 def test_shipped_specs_name_the_rows_their_search_spaces_make():
     assert sorted(p.stem for p in SPECS_DIR.glob("*.yaml")) == [
-        "ablation_components", "alignment_variants", "fusion_depth", "fusion_weight", "latent_structure", "smoke"]
-    for name in ("ablation_components", "smoke"):
+        "ablation_components", "alignment_variants", "fusion_depth", "fusion_weight", "latent_structure",
+        "patch_dropout", "smoke"]
+    for name in ("ablation_components", "smoke", "patch_dropout"):
         shipped = spec_for(f"/anywhere/search_spaces/{name}.yaml")
         assert shipped.rows.by == ("tags.variant",) and list(shipped.rows.order) == variant_names(name)
-        assert shipped.rows.baseline == variant_names(name)[0]
+    for name, baseline in (("ablation_components", "OpenCLIP"), ("smoke", "CLIP"), ("patch_dropout", "ITO (exact)")):
+        assert spec_for(name).rows.baseline == baseline
     for name, key in (("fusion_weight", "objective.fusion_weight"), ("fusion_depth", "fusion.depth")):
         shipped = spec_for(name)
         assert shipped.rows.by == (f"params.{key}",)
