@@ -1,1 +1,1 @@
-"""Analysis of recorded sweeps: ablation tables and modality-gap plots (next issues)."""
+"""Analysis of recorded sweeps: ablation tables, modality-gap and training-dynamics plots, reports."""

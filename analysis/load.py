@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from analysis.errors import AnalysisError
 from ito_sweeps import config
 from ito_sweeps.sweep.store import TrackingError, check_reachable, resolve_uri
 
@@ -31,10 +32,6 @@ PAGE = 1000  # runs per search request
 HISTORY_THREADS = 8  # metric histories are one request each from a server: overlap their latency
 BULK_RUNS, BULK_VALUES = 500, 10**7  # runs per bulk history query (SQLite's variable limit), values
 RUN_COLUMNS = ["run_id", "run_name", "status", "start_time", "end_time", "duration_s", "parent_run_id", "artifact_uri"]
-
-
-class AnalysisError(ValueError):
-    """Something the user asked for that is not there: an unknown experiment, a run that is no sweep, ..."""
 
 
 @dataclass

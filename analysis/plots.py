@@ -7,7 +7,7 @@ are built directly, never through pyplot: no global figure registry, no GUI back
 
 Only FINISHED trials are drawn. A "setting" is a group of trials that differ only by seed: a row of the
 table, given by the table spec's row definition (`RowSpec`: the `by` columns, `order`, `names`), grouped
-by `tables.group_rows`, so that a setting has the same place and label in a figure as in the table.
+by `rows.group_rows`, so that a setting has the same place and label in a figure as in the table.
 """
 from __future__ import annotations
 
@@ -25,8 +25,11 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
-from analysis.load import AnalysisError, Runs
-from analysis.tables import RowSpec, group_rows, sort_key
+from analysis.errors import AnalysisError
+from analysis.load import Runs
+from analysis.rows import group_rows
+from analysis.table_spec import RowSpec
+from analysis.values import sort_key
 
 PANEL_INCHES = 3.5
 MAX_COLUMNS = 4  # panels per figure row

@@ -15,7 +15,10 @@ import yaml
 
 from analysis import plots
 from analysis.load import Runs
-from analysis.tables import Table, TableSpec, build_table, default_spec, select, spec_for
+from analysis.render import Table
+from analysis.rows import select
+from analysis.table_spec import TableSpec, spec_for
+from analysis.tables import build_table, default_spec
 
 ARTIFACT_DIR = "report"
 

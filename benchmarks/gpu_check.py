@@ -20,7 +20,7 @@ from ito_sweeps import config as C
 from ito_sweeps.data.loader import ViewsDataset
 from ito_sweeps.data.scenes import make_scenes
 from ito_sweeps.models.towers import ITOModel, build_tokenizer
-from ito_sweeps.objectives.registry import build_objective
+from ito_sweeps.objectives import build_objective
 from ito_sweeps.train.loop import seed_everything, train
 
 

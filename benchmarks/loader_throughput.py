@@ -167,7 +167,7 @@ def main() -> None:
     from ito_sweeps.data.shards import ShardSource
     from ito_sweeps.data.stream import SkipCounts, StreamViews, stream_batches
     from ito_sweeps.models.towers import build_tokenizer
-    from ito_sweeps.objectives.registry import build_objective
+    from ito_sweeps.objectives import build_objective
 
     work = Path(tempfile.mkdtemp(prefix="loader-throughput-"))
     results, extra = {}, {}

@@ -30,7 +30,7 @@ def build_store(folder: Path, runs: int) -> tuple[str, str]:
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     from ito_sweeps import config
-    from ito_sweeps.evaluate.run import METRIC_NAMES
+    from ito_sweeps.catalog import METRIC_NAMES
 
     uri = f"sqlite:///{folder}/mlflow.db"
     client = MlflowClient(uri)

@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ito_sweeps import config as C
 from ito_sweeps.models.towers import ITOModel, build_tokenizer
-from ito_sweeps.objectives.registry import build_objective
+from ito_sweeps.objectives import build_objective
 from ito_sweeps.train.optim import build_optimizer
 from ito_sweeps.train.step import TrainStep
 

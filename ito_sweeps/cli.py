@@ -8,18 +8,21 @@ import time
 from pathlib import Path
 
 from ito_sweeps import config as config_mod
-from ito_sweeps.config import ConfigError
+from ito_sweeps.errors import UserError
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ito_sweeps.data.paths import check_data_paths
+
+    # checked before torch and the training code load: a mistake costs a fraction of a second
+    cfg = config_mod.load(args.config, args.set)
+    check_data_paths(cfg.data)  # before the progress bar: a wrong path is one line, not a broken bar
+
     from tqdm import tqdm
 
-    from ito_sweeps.data.paths import check_data_paths
     from ito_sweeps.train import checkpoint
     from ito_sweeps.train.loop import NonFiniteLoss, train
 
-    cfg = config_mod.load(args.config, args.set)
-    check_data_paths(cfg.data)  # before the progress bar: a wrong path is one line, not a broken bar
     run_dir = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.objective.name}")
     resume = checkpoint.latest(run_dir / "checkpoints")
     if resume is not None and not args.resume:
@@ -79,13 +82,16 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from analysis.table_spec import load_spec
+
+    spec = load_spec(args.spec) if args.spec else None  # before MLflow loads: a mistaken spec costs a second
+
     from analysis.load import load_runs
     from analysis.report import write_report
-    from analysis.tables import load_spec
 
     runs = load_runs(args.tracking_uri, experiment=args.experiment, sweep=args.sweep)
     out = Path(args.out or Path("reports") / (args.experiment or args.sweep))
-    index = write_report(runs, out, spec=load_spec(args.spec) if args.spec else None)
+    index = write_report(runs, out, spec=spec)
     print(f"report: {index} ({len(runs.trials)} trial run(s) of experiment {runs.experiment_name!r}); "
           f"also logged under report/ in the sweep's parent run (browse with `ito-sweeps ui`)")
     return 0
@@ -120,9 +126,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _make_shards(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.config, args.set)
+
     from ito_sweeps.data.make_shards import make_shards
 
-    cfg = config_mod.load(args.config, args.set)
     for line in make_shards(cfg, Path(args.out), args.shard_size, args.format, args.clip_benchmark, args.csv):
         print(line)
     return 0
@@ -218,22 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean "fix your input": printed as one line, no traceback."""
-    from analysis.load import AnalysisError
-    from ito_sweeps.data.records import DataError
-    from ito_sweeps.sweep.runner import SweepError
-    from ito_sweeps.sweep.space import SpaceError
-    from ito_sweeps.sweep.store import TrackingError
-
-    return SpaceError, SweepError, TrackingError, AnalysisError, DataError
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, *_user_errors()) as err:
+    except (UserError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -1,28 +1,23 @@
 """One typed configuration tree: the single source of truth for every default.
 
 A run is described by `Config`; YAML files and `--set key.path=value` overrides are merged into the
-defaults here and checked before any work starts. Every error names the dotted key path, so a typo in
-a sweep file fails in the first second instead of after an hour of training.
+defaults here (reading each value against its annotation: typed_tree.py) and checked before any work
+starts. Every error names the dotted key path, so a typo in a sweep file fails in the first second
+instead of after an hour of training. Names (objectives, regularisers) are checked against
+ito_sweeps/catalog.py, which declares them without importing the code behind them.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the key path."""
-
-
-def _bounded(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
-    return field(default=default, metadata={"lo": lo, "hi": hi})
+from ito_sweeps import catalog, strict_yaml, typed_tree
+from ito_sweeps.typed_tree import ConfigError, bounded, flatten, set_path  # noqa: F401 - the config's own API
 
 
 @dataclass
@@ -33,17 +28,17 @@ class ModelConfig:
     # Cheaper ITO (FLIP-style): this fraction of the patch tokens of every image view after the first is
     # dropped before the image tower, in training only; view 1 and every evaluation see all patches.
     # No effect on objectives that use one view. Must be below 1: at least one patch always stays.
-    view_patch_dropout: float = _bounded(0.0, 0.0)
+    view_patch_dropout: float = bounded(0.0, 0.0)
 
 
 @dataclass
 class FusionConfig:
-    depth: int = _bounded(2, 0)  # 0 turns the training-time fusion module off
-    heads: int = _bounded(8, 1)
-    mlp_ratio: float = _bounded(4.0, 0.25)
+    depth: int = bounded(2, 0)  # 0 turns the training-time fusion module off
+    heads: int = bounded(8, 1)
+    mlp_ratio: float = bounded(4.0, 0.25)
     readout: Literal["cls", "mean", "token"] = "cls"
     # fraction of each image's patch tokens dropped from the fusion input (training only; CLS always stays)
-    patch_dropout: float = _bounded(0.0, 0.0)
+    patch_dropout: float = bounded(0.0, 0.0)
 
 
 @dataclass
@@ -51,8 +46,8 @@ class AugmentConfig:
     crop_scale: tuple[float, float] = (0.5, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
-    jitter_p: float = _bounded(0.8, 0.0, 1.0)
-    grayscale_p: float = _bounded(0.2, 0.0, 1.0)
+    jitter_p: float = bounded(0.8, 0.0, 1.0)
+    grayscale_p: float = bounded(0.2, 0.0, 1.0)
 
 
 @dataclass
@@ -62,9 +57,9 @@ class TextAugmentConfig:
     Each augmented caption gets one operation, chosen uniformly among those whose strength is above 0.
     """
 
-    delete_p: float = _bounded(0.1, 0.0, 1.0)  # each word is dropped with this probability (one always stays)
-    swap_frac: float = _bounded(0.1, 0.0, 1.0)  # swaps of two random words, as a fraction of the word count
-    synonym_frac: float = _bounded(0.1, 0.0, 1.0)  # words replaced by a synonym from the data set's vocabulary
+    delete_p: float = bounded(0.1, 0.0, 1.0)  # each word is dropped with this probability (one always stays)
+    swap_frac: float = bounded(0.1, 0.0, 1.0)  # swaps of two random words, as a fraction of the word count
+    synonym_frac: float = bounded(0.1, 0.0, 1.0)  # words replaced by a synonym from the data set's vocabulary
 
 
 @dataclass
@@ -73,14 +68,14 @@ class DataConfig:
     # train_data (see ito_sweeps/data/stream.py), reading val_data and test_data into memory
     dataset: Literal["scenes", "digits", "webdataset", "csv"] = "scenes"
     seed: int = 0  # the data set's own seed: repeats of a trial vary run.seed, not the data
-    image_size: int = _bounded(32, 8)
+    image_size: int = bounded(32, 8)
     # embedded sets: captions rendered per image; streamed sets: the most captions an eval split keeps
-    captions_per_image: int = _bounded(5, 1)
-    num_train: int = _bounded(10_000, 1)  # embedded sets only: a stream's size is whatever train_data holds
-    num_val: int = _bounded(500, 1)  # streamed sets: the first num_val samples of val_data
-    num_test: int = _bounded(1_000, 1)  # streamed sets: the first num_test samples of test_data
-    batch_size: int = _bounded(128, 2)  # global batch, split across data-parallel workers
-    num_workers: int = _bounded(1, 0)  # loader processes per rank; streams use at most one per shard of the rank
+    captions_per_image: int = bounded(5, 1)
+    num_train: int = bounded(10_000, 1)  # embedded sets only: a stream's size is whatever train_data holds
+    num_val: int = bounded(500, 1)  # streamed sets: the first num_val samples of val_data
+    num_test: int = bounded(1_000, 1)  # streamed sets: the first num_test samples of test_data
+    batch_size: int = bounded(128, 2)  # global batch, split across data-parallel workers
+    num_workers: int = bounded(1, 0)  # loader processes per rank; streams use at most one per shard of the rank
     # Streamed data, required for webdataset and csv. webdataset: a brace pattern (DIR/{000000..000009}.tar),
     # one .tar, or a directory (its *.tar, sorted); s3://, gs://, http(s):// and pipe: URLs are passed on
     # unchecked. csv: a CSV file whose image paths are relative to its folder unless absolute.
@@ -93,7 +88,7 @@ class DataConfig:
     csv_caption_key: str = "title"
     # splits a caption cell into several captions of one image (e.g. "|"); None: one caption per row
     csv_caption_separator: str | None = None
-    shuffle_buffer: int = _bounded(1000, 1)  # samples each loader worker holds to shuffle a stream: bounds memory
+    shuffle_buffer: int = bounded(1000, 1)  # samples each loader worker holds to shuffle a stream: bounds memory
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     text_augment: TextAugmentConfig = field(default_factory=TextAugmentConfig)
 
@@ -103,12 +98,12 @@ class UniAlignConfig:
     """UniAlign (methods.md section 3): per-modality uniformity plus anchor-based alignment."""
 
     anchor: Literal["image", "text"] = "image"  # the modality every other one is pulled towards
-    uniformity_weight: float = _bounded(1.0, 0.0)
-    uniformity_tau: float = _bounded(0.5, 1e-3)  # Gaussian kernel width; 0.5 is Wang-Isola's t = 2
-    align_weight: float = _bounded(1.0, 0.0)
-    centroid_weight: float = _bounded(0.0, 0.0)  # uniformity of each sample's centroid over the batch
-    centroid_tau: float = _bounded(0.5, 1e-3)
-    volume_weight: float = _bounded(0.0, 0.0)  # Gram volume of each sample's unit vectors (1 for retrieval)
+    uniformity_weight: float = bounded(1.0, 0.0)
+    uniformity_tau: float = bounded(0.5, 1e-3)  # Gaussian kernel width; 0.5 is Wang-Isola's t = 2
+    align_weight: float = bounded(1.0, 0.0)
+    centroid_weight: float = bounded(0.0, 0.0)  # uniformity of each sample's centroid over the batch
+    centroid_tau: float = bounded(0.5, 1e-3)
+    volume_weight: float = bounded(0.0, 0.0)  # Gram volume of each sample's unit vectors (1 for retrieval)
 
 
 @dataclass
@@ -116,30 +111,30 @@ class LatentStructureConfig:
     """Jiang et al.'s regularisers (methods.md section 4), each added on top of L_con."""
 
     regularizers: tuple[str, ...] = ()  # any of sep, br, gc; empty trains L_con alone
-    sep_weight: float = _bounded(1.0, 0.0)
-    br_weight: float = _bounded(1.0, 0.0)
-    gc_weight: float = _bounded(1.0, 0.0)
-    bridge_t: float = _bounded(0.25, 0.0, 1.0)  # where on the image-text bridge the augmented image must lie
+    sep_weight: float = bounded(1.0, 0.0)
+    br_weight: float = bounded(1.0, 0.0)
+    gc_weight: float = bounded(1.0, 0.0)
+    bridge_t: float = bounded(0.25, 0.0, 1.0)  # where on the image-text bridge the augmented image must lie
 
 
 @dataclass
 class CyCLIPConfig:
     """CyCLIP: CLIP plus the two symmetry terms of L_gc; 0.25 each as in the CyCLIP paper."""
 
-    cross_weight: float = _bounded(0.25, 0.0)  # <I_j, T_k> = <I_k, T_j>
-    inmodal_weight: float = _bounded(0.25, 0.0)  # <I_j, I_k> = <T_j, T_k>
+    cross_weight: float = bounded(0.25, 0.0)  # <I_j, T_k> = <I_k, T_j>
+    inmodal_weight: float = bounded(0.25, 0.0)  # <I_j, I_k> = <T_j, T_k>
 
 
 @dataclass
 class ObjectiveConfig:
-    name: str = "ito"  # a registered objective: see ito_sweeps.objectives.registry
+    name: str = "ito"  # a registered objective: see ito_sweeps/catalog.py
     # which views and captions enter ito's and unialign's alignment (the other objectives fix theirs)
     alignment: Literal["none", "views", "captions", "views_captions"] = "views"
-    num_views: int = _bounded(2, 1)  # K image views for the `views` variants
-    num_captions: int = _bounded(2, 1)  # K' captions for the `captions` variants
+    num_views: int = bounded(2, 1)  # K image views for the `views` variants
+    num_captions: int = bounded(2, 1)  # K' captions for the `captions` variants
     # lambda of ITO's training-time fusion term, which any objective can add; 0 drops the fusion module.
     # None takes the objective's own default: 2 for ito, 0 (no fusion) for every peer objective.
-    fusion_weight: float | None = _bounded(None, 0.0)
+    fusion_weight: float | None = bounded(None, 0.0)
     local_loss: bool = False  # open_clip's local_loss: local rows against the global batch
     unialign: UniAlignConfig = field(default_factory=UniAlignConfig)
     latent_structure: LatentStructureConfig = field(default_factory=LatentStructureConfig)
@@ -148,28 +143,28 @@ class ObjectiveConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = _bounded(2e-3, 0.0)
-    weight_decay: float = _bounded(0.1, 0.0)
-    beta1: float = _bounded(0.9, 0.0, 1.0)
-    beta2: float = _bounded(0.98, 0.0, 1.0)
-    eps: float = _bounded(1e-6, 0.0)
-    grad_clip: float | None = _bounded(None, 0.0)  # max global grad norm; None = no clipping
+    lr: float = bounded(2e-3, 0.0)
+    weight_decay: float = bounded(0.1, 0.0)
+    beta1: float = bounded(0.9, 0.0, 1.0)
+    beta2: float = bounded(0.98, 0.0, 1.0)
+    eps: float = bounded(1e-6, 0.0)
+    grad_clip: float | None = bounded(None, 0.0)  # max global grad norm; None = no clipping
 
 
 @dataclass
 class ScheduleConfig:
-    steps: int = _bounded(200, 1)
-    warmup_steps: int = _bounded(20, 0)
-    min_lr_ratio: float = _bounded(0.0, 0.0, 1.0)  # cosine floor as a fraction of lr
+    steps: int = bounded(200, 1)
+    warmup_steps: int = bounded(20, 0)
+    min_lr_ratio: float = bounded(0.0, 0.0, 1.0)  # cosine floor as a fraction of lr
 
 
 @dataclass
 class EvalConfig:
-    every: int = _bounded(100, 0)  # steps between validation passes; 0 = only the final test pass
-    probe_train_size: int = _bounded(2_000, 2)  # train images whose frozen features fit the probe
-    probe_c: float = _bounded(1.0, 0.0)
-    batch_size: int = _bounded(256, 1)
-    embeddings_sample: int = _bounded(1_000, 0)  # test pairs whose final embeddings are saved; 0 = none
+    every: int = bounded(100, 0)  # steps between validation passes; 0 = only the final test pass
+    probe_train_size: int = bounded(2_000, 2)  # train images whose frozen features fit the probe
+    probe_c: float = bounded(1.0, 0.0)
+    batch_size: int = bounded(256, 1)
+    embeddings_sample: int = bounded(1_000, 0)  # test pairs whose final embeddings are saved; 0 = none
 
 
 @dataclass
@@ -179,9 +174,9 @@ class RunConfig:
     bf16: bool = True  # autocast to bfloat16 on CUDA; ignored on CPU
     compile: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms on top of seeding
-    log_every: int = _bounded(10, 1)
-    checkpoint_every: int = _bounded(0, 0)  # 0 = only the final checkpoint
-    threads: int = _bounded(0, 0)  # torch intra-op threads; 0 = torch's default
+    log_every: int = bounded(10, 1)
+    checkpoint_every: int = bounded(0, 0)  # 0 = only the final checkpoint
+    threads: int = bounded(0, 0)  # torch intra-op threads; 0 = torch's default
 
 
 @dataclass
@@ -196,43 +191,21 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return typed_tree.plain(dataclasses.asdict(self))
 
     def flat(self) -> dict[str, Any]:
         """Dotted key -> value, as sweeps and trackers see the config."""
         return flatten(self.to_dict())
 
 
-def _plain(value: Any) -> Any:
-    # YAML and JSON have no tuples; lists round-trip through both and through torch.load(weights_only)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
-
-
 # ---- building a Config from plain data, with checks -------------------------------------------------
 
 
 def from_dict(data: dict[str, Any] | None) -> Config:
-    cfg = _build(Config, data or {}, "")
+    cfg = typed_tree.build(Config, data or {})
     check(cfg)
     if cfg.objective.fusion_weight is None:
-        from ito_sweeps.objectives.registry import OBJECTIVES
-
-        cfg.objective.fusion_weight = OBJECTIVES[cfg.objective.name].default_fusion_weight
+        cfg.objective.fusion_weight = catalog.OBJECTIVES[cfg.objective.name].default_fusion_weight
     return cfg
 
 
@@ -243,7 +216,12 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
+        try:
+            loaded = strict_yaml.load(path)
+        except strict_yaml.DuplicateKeyError as err:
+            raise ConfigError(f"{path}: {err}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML: {err}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         data = loaded or {}
@@ -255,128 +233,25 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     return from_dict(data)
 
 
-def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{dotted}: {part} is a value, not a section")
-    node[leaf] = value
-
-
-def _build(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        where = path or "config"
-        raise ConfigError(f"{_join(path, unknown[0])}: unknown key (valid keys in {where}: {', '.join(names)})")
-    kwargs = {}
-    for name, value in data.items():
-        key = _join(path, name)
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            kwargs[name] = _build(kind, value, key)
-        else:
-            kwargs[name] = _coerce(value, kind, key)
-            _check_range(names[name], kwargs[name], key)
-    return cls(**kwargs)
-
-
 @functools.cache
 def key_type(key: str) -> Any:
     """The type of a dotted config key, Optional unwrapped: objective.fusion_weight -> float.
 
     Raises KeyError for a key the config does not have.
     """
-    kind: Any = Config
-    for part in key.split("."):
-        hints = typing.get_type_hints(kind) if dataclasses.is_dataclass(kind) else {}
-        if part not in hints:
-            raise KeyError(key)
-        kind = hints[part]
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        (kind,) = [a for a in typing.get_args(kind) if a is not type(None)]
-    return kind
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
-def _coerce(value: Any, kind: Any, key: str) -> Any:
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if origin is tuple and args[-1] is Ellipsis:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{key}: expected a list of {len(args)} numbers, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; users mean the number
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{key}: config type {kind!r} is not supported")  # a bug in this module, not user input
-
-
-def _check_range(f: dataclasses.Field, value: Any, key: str) -> None:
-    lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
-    if value is None or isinstance(value, (str, bool, tuple)):
-        return
-    if lo is not None and value < lo:
-        raise ConfigError(f"{key}: {value!r} is below the minimum {lo}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{key}: {value!r} is above the maximum {hi}")
+    return typed_tree.key_type(Config, key)
 
 
 def check(cfg: Config) -> None:
-    """Checks that involve more than one key or a registry."""
-    from ito_sweeps.objectives.registry import OBJECTIVES
-
-    if cfg.objective.name not in OBJECTIVES:
-        raise ConfigError(
-            f"objective.name: unknown objective {cfg.objective.name!r} (valid: {', '.join(sorted(OBJECTIVES))})"
-        )
-    from ito_sweeps.objectives.latent_structure import REGULARIZERS
-
+    """Checks that involve more than one key or a declared name."""
+    if cfg.objective.name not in catalog.OBJECTIVES:
+        raise ConfigError(f"objective.name: unknown objective {cfg.objective.name!r} "
+                          f"(valid: {', '.join(sorted(catalog.OBJECTIVES))})")
     names = cfg.objective.latent_structure.regularizers
     for name in names:
-        if name not in REGULARIZERS:
-            raise ConfigError(
-                f"objective.latent_structure.regularizers: unknown regulariser {name!r} "
-                f"(valid: {', '.join(REGULARIZERS)})"
-            )
+        if name not in catalog.REGULARIZERS:
+            raise ConfigError(f"objective.latent_structure.regularizers: unknown regulariser {name!r} "
+                              f"(valid: {', '.join(catalog.REGULARIZERS)})")
     if len(set(names)) < len(names):
         raise ConfigError(f"objective.latent_structure.regularizers: {list(names)} names one twice")
     if cfg.schedule.warmup_steps > cfg.schedule.steps:
@@ -396,6 +271,15 @@ def check(cfg: Config) -> None:
     if any(j < 0 for j in cfg.data.augment.jitter) or cfg.data.augment.jitter[3] > 0.5:
         raise ConfigError(f"data.augment.jitter: need non-negative values and hue <= 0.5, got {cfg.data.augment.jitter}")
     _check_data_keys(cfg)
+
+
+def check_batch_split(batch_size: int, world_size: int) -> None:
+    """A global batch that data-parallel training over `world_size` workers can split evenly."""
+    if batch_size % world_size:
+        low = batch_size - batch_size % world_size
+        near = " or ".join(str(b) for b in (low, low + world_size) if b >= 2)
+        raise ConfigError(f"data.batch_size: global batch {batch_size} does not split over {world_size} workers; "
+                          f"use a multiple of {world_size}, e.g. {near}")
 
 
 def _check_data_keys(cfg: Config) -> None:

@@ -4,8 +4,8 @@ import torch
 
 from ito_sweeps.models.fusion import FusionModule
 from ito_sweeps.models.towers import ITOModel, build_tokenizer
+from ito_sweeps.objectives import build_objective
 from ito_sweeps.objectives.contrastive import nt_xent
-from ito_sweeps.objectives.registry import build_objective
 
 CAPTIONS = ["a large red circle", "a small blue square left of a big green triangle"]
 

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.load import AnalysisError, load_runs, parse_param
+from analysis.errors import AnalysisError
+from analysis.load import load_runs, parse_param
 from tests.analysis_store import VAL_STEPS
 
 

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from ito_sweeps import config as C
 from ito_sweeps.models.towers import Features
+from ito_sweeps.objectives import build_objective
 from ito_sweeps.objectives.contrastive import clip_loss, nt_xent
-from ito_sweeps.objectives.registry import OBJECTIVES, build_objective
+from ito_sweeps.objectives.registry import OBJECTIVES
 from tests.conftest import free_port, gloo_group
 
 

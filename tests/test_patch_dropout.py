@@ -7,7 +7,7 @@ from ito_sweeps import config as C
 from ito_sweeps.models.fusion import FusionModule
 from ito_sweeps.models.patch_dropout import keep_random_patches
 from ito_sweeps.models.towers import ITOModel
-from ito_sweeps.objectives.registry import build_objective
+from ito_sweeps.objectives import build_objective
 from tests.test_fusion import batch
 
 

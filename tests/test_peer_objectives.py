@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ito_sweeps import config as C
 from ito_sweeps.config import ConfigError
 from ito_sweeps.models.towers import Features
+from ito_sweeps.objectives import build_objective
 from ito_sweeps.objectives.contrastive import info_nce, uniformity
 from ito_sweeps.objectives.ito import WithFusion
 from ito_sweeps.objectives.latent_structure import (
@@ -30,7 +31,7 @@ from ito_sweeps.objectives.latent_structure import (
     separation,
     symmetry_terms,
 )
-from ito_sweeps.objectives.registry import OBJECTIVES, Inputs, build_objective
+from ito_sweeps.objectives.registry import OBJECTIVES, Inputs
 from ito_sweeps.objectives.unialign import UniAlignObjective, anchor_alignment, gaussian, gram_volume
 from tests.test_objectives import naive_ce, naive_clip, naive_nt_xent, random_features
 

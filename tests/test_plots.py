@@ -18,8 +18,10 @@ from mlflow.tracking import MlflowClient
 from sklearn.decomposition import PCA
 
 from analysis import plots
-from analysis.load import AnalysisError, load_runs
-from analysis.tables import RowSpec, build_table, load_spec, spec_for
+from analysis.errors import AnalysisError
+from analysis.load import load_runs
+from analysis.table_spec import RowSpec, load_spec, spec_for
+from analysis.tables import build_table
 from tests.analysis_store import ABLATION_ROWS, VAL_STEPS
 
 GEOMETRY = ["modality_gap", "uniformity_image", "uniformity_text", "uniformity_union"]

@@ -5,7 +5,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from analysis.load import load_runs
-from analysis.tables import build_table, load_spec
+from analysis.table_spec import load_spec
+from analysis.tables import build_table
 from ito_sweeps.cli import main
 
 SPECS = "analysis/specs"

@@ -9,7 +9,7 @@ import pytest
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from ito_sweeps.objectives.registry import build_objective
+from ito_sweeps.objectives import build_objective
 from ito_sweeps.sweep.space import SearchSpace, SpaceError, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,6 +284,47 @@ BAD = {
     "bad value in a variant": (
         "variants:\n  - {name: A, set: {objective.name: simclr}}\n",
         None, ["variants[0].set[objective.name]", "unknown objective 'simclr'"]),
+    # refused here rather than found inside a trial after Ray, MLflow and perhaps a GPU node have started
+    "a key written twice": ("seeds: [0]\nmode: max\nseeds: [1]\n", None, ["seeds: written twice (lines 1 and 3)"]),
+    "a key written twice inside a profile": (
+        "profiles:\n  cpu:\n    config:\n      optim.lr: 1.0e-3\n      optim.lr: 2.0e-3\n", None,
+        ["profiles.cpu.config.optim.lr: written twice (lines 4 and 5)", "remove or rename one"]),
+    "NaN learning rate in a profile": (
+        "profiles:\n  cpu: {config: {optim.lr: .nan}}\n", None,
+        ["(profile cpu)", "profiles.cpu.config[optim.lr]", "nan is not a finite number"]),
+    "infinite range bound": (
+        "search: random\nparams:\n  optim.lr: {loguniform: [1.0e-4, .inf]}\n", None,
+        ["params[optim.lr].loguniform[1]", "inf is not a finite number"]),
+    "infinite value in a grid": (
+        "params:\n  objective.fusion_weight: {grid: [1, .inf]}\n", None,
+        ["params[objective.fusion_weight].grid[1]", "not a finite number"]),
+    "NaN resource": ("resources: {cpus_per_worker: .nan}\n", None, ["resources.cpus_per_worker", "not a finite number"]),
+    "NaN reduction factor": (
+        "scheduler: {name: asha, reduction_factor: .nan}\n", None, ["scheduler.reduction_factor", "not a finite number"]),
+    "a batch that does not split over the workers": (
+        "config: {data.batch_size: 33}\nresources: {num_workers: 2}\n", None,
+        ["config[data.batch_size]", "global batch 33 does not split over 2 workers", "e.g. 32 or 34",
+         "resources.num_workers is 2"]),
+    "a swept batch that does not split": (
+        "resources: {num_workers: 4}\nparams:\n  data.batch_size: {grid: [64, 66]}\n", None,
+        ["params[data.batch_size]", "global batch 66 does not split over 4 workers"]),
+    "a variant's batch that does not split": (
+        "resources: {num_workers: 4}\nvariants:\n  - {name: A, set: {data.batch_size: 64}}\n"
+        "  - {name: B, set: {data.batch_size: 30}}\n", None, ["variants[1].set[data.batch_size]", "global batch 30"]),
+    "the default batch over three workers": (
+        "resources: {num_workers: 3}\n", None, ["resources.num_workers", "global batch 128 does not split over 3"]),
+    "fractional GPUs above one": ("resources: {gpus_per_worker: 1.5}\n", None, ["resources.gpus_per_worker", "whole number"]),
+    "a negative infeasible wait": ("resources: {infeasible_wait_s: -1}\n", None, ["resources.infeasible_wait_s", ">= 0"]),
+    "no checkpoint kept": ("checkpoints: {keep: 0}\n", None, ["checkpoints.keep", "below the minimum 1"]),
+    "unknown final checkpoint": ("checkpoints: {final: none}\n", None, ["checkpoints.final", "'none' is not one of weights, full"]),
+    "unknown checkpoints key": ("checkpoints: {keep_last: 2}\n", None, ["checkpoints.keep_last", "valid: keep, final"]),
+    "two variants that train the same model": (
+        "variants:\n  - {name: A, set: {objective.name: clip, fusion.depth: 1}}\n"
+        "  - {name: B, set: {objective.name: clip, fusion.depth: 2}}\n", None,
+        ["variants: 'B' trains exactly what 'A' trains", "never read by their objective"]),
+    "an optuna param no trial reads": (
+        OPTUNA + "config: {objective.name: clip}\nparams:\n  fusion.depth: {choice: [1, 2]}\n", None,
+        ["params[fusion.depth]", "no trial of this space reads it", "objective.fusion_weight is 0"]),
 }
 
 
@@ -305,6 +346,21 @@ def test_missing_file_lists_the_spaces_beside_it(tmp_path):
         load_space(tmp_path / "nope.yaml")
 
 
+def test_a_key_written_twice_in_the_base_config(tmp_path):
+    write(tmp_path, "schedule:\n  steps: 60\n  steps: 80\n", "base.yaml")
+    with pytest.raises(SpaceError, match=r"space\.yaml: base: .*base\.yaml: schedule\.steps: written twice \(lines 2 and 3\)"):
+        load_space(write(tmp_path, GOOD + "base: base.yaml\n"))
+
+
+def test_a_yaml_merge_that_a_later_key_overrides_is_not_a_duplicate(tmp_path):
+    space = load_space(write(tmp_path, GOOD + (
+        "variants:\n"
+        "  - {name: A, set: &short {objective.name: ito, schedule.steps: 50, schedule.warmup_steps: 5}}\n"
+        "  - {name: B, set: {<<: *short, schedule.steps: 60}}\n"
+    )))
+    assert [cfg.schedule.steps for cfg in by_label(space).values()] == [50, 60]
+
+
 def test_yaml_syntax_error(tmp_path):
     path = write(tmp_path, "params:\n  fusion.depth: {grid: [1, 2}\n")
     with pytest.raises(SpaceError, match=r"space\.yaml: invalid YAML"):
@@ -320,8 +376,7 @@ def test_profile_requested_from_a_file_without_profiles(tmp_path):
 
 
 def test_conditional_keys_give_each_trial_once(tmp_path):
-    path = write(tmp_path, GOOD + (
-        "seeds: [0, 1]\n"
+    path = write(tmp_path, GOOD.replace("seeds: [0]", "seeds: [0, 1]") + (
         "config: {objective: {alignment: none}}\n"
         "params:\n"
         "  objective.alignment: {grid: [views, captions, views_captions], when: {objective.name: ito}}\n"
@@ -466,3 +521,63 @@ def test_asha_max_t_is_the_longest_trial(tmp_path):
     assert isinstance(scheduler, ASHAScheduler)
     assert (scheduler._time_attr, scheduler._max_t, scheduler._reduction_factor) == ("step", 90, 3.0)
     assert space.asha.grace_period == 20
+
+
+# ---- swept keys a trial never reads ----------------------------------------------------------------
+
+
+def test_a_swept_key_the_objective_never_reads_runs_once_with_a_warning(tmp_path):
+    # the case: CLIP's lambda is 0, so it trains no fusion module and fusion.depth cannot matter
+    space = load_space(write(tmp_path, GOOD + "config: {objective.name: clip}\nparams:\n  fusion.depth: {grid: [1, 2]}\n"))
+    assert [space.trial_label(t) for t in space.trial_configs()] == ["clip seed=0"]
+    (warning,) = space.warnings
+    assert warning == (f"{tmp_path / 'space.yaml'}: params[fusion.depth]: objective.fusion_weight is 0: no fusion "
+                       f"module is trained, so fusion.depth cannot change these trials; each group runs once: "
+                       f"'clip fd=1 seed=0' and 'clip fd=2 seed=0' -> 'clip seed=0'")
+
+
+def test_only_the_trials_that_cannot_read_a_key_are_merged(tmp_path):
+    space = load_space(write(tmp_path, GOOD.replace("seeds: [0]", "seeds: [0, 1]") + (
+        "params:\n  objective.name: {grid: [clip, ito]}\n  fusion.depth: {grid: [1, 2]}\n"
+        "  objective.unialign.align_weight: {grid: [1, 2], when: {objective.name: ito}}\n")))
+    cells = by_label(space)
+    assert list(cells) == ["clip seed=0", "ito views fd=1 seed=0", "ito views fd=2 seed=0",
+                           "clip seed=1", "ito views fd=1 seed=1", "ito views fd=2 seed=1"]
+    assert cells["ito views fd=2 seed=1"].fusion.depth == 2 and cells["clip seed=1"].run.seed == 1
+    assert len(space.warnings) == 2  # one per key: fusion.depth for CLIP, the UniAlign weight for ITO
+    depth, align = space.warnings
+    assert "params[fusion.depth]" in depth and "'clip fd=1 seed=1' and 'clip fd=2 seed=1' -> 'clip seed=1'" in depth
+    assert "params[objective.unialign.align_weight]: objective ito does not read objective.unialign" in align
+    assert "'ito views fd=1 align_weight=1 seed=0' and 'ito views fd=1 align_weight=2 seed=0' -> " \
+           "'ito views fd=1 seed=0'" in align and "; and 1 more" in align
+    # what a merged trial leaves out is not tagged, as for a failed condition
+    clip = next(t for t in space.trial_configs() if space.trial_label(t) == "clip seed=0")
+    assert space.trial_tags(clip) == {"objective.name": "clip", "run.seed": "0"}
+
+
+def test_a_value_that_switches_a_key_back_on_is_not_dropped(tmp_path):
+    # lambda 0 makes fusion.depth unused, and depth 0 would make lambda unused: never both dropped
+    space = load_space(write(tmp_path, GOOD + (
+        "config: {objective.name: ito, objective.fusion_weight: 2}\n"
+        "params:\n  objective.fusion_weight: {grid: [0, 2]}\n  fusion.depth: {grid: [0, 2]}\n")))
+    trained = {(cfg.objective.fusion_weight, cfg.fusion.depth) for cfg in by_label(space).values()}
+    assert len(trained) == 3  # (0, any depth) once, (2, 0): no fusion either but the switch is depth, (2, 2)
+    assert all(w == 0 or d in (0, 2) for w, d in trained) and (2.0, 2) in trained and (2.0, 0) in trained
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_spaces_sweep_nothing_their_trials_ignore(name, profile):
+    assert load_space(SPACES / f"{name}.yaml", profile).warnings == []
+
+
+def test_checkpoint_retention_and_infeasible_wait_are_read_with_defaults(tmp_path):
+    space = load_space(write(tmp_path, GOOD))
+    assert (space.checkpoints.keep, space.checkpoints.final) == (1, "weights")
+    assert space.resources.infeasible_wait_s == 600
+    space = load_space(write(tmp_path, GOOD + "checkpoints: {keep: 3, final: full}\n"
+                                              "resources: {infeasible_wait_s: 30, gpus_per_worker: 0.5}\n"
+                                              "profiles:\n  cpu: {checkpoints: {keep: 2}}\n"))
+    assert (space.checkpoints.keep, space.checkpoints.final) == (2, "full")  # merged key by key, as config is
+    assert space.resources.infeasible_wait_s == 30.0 and space.resources.per_worker() == {"CPU": 1.0, "GPU": 0.5}
+    assert space.resources_at["gpus_per_worker"] == "resources.gpus_per_worker"

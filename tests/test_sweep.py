@@ -15,11 +15,16 @@ from mlflow.tracking import MlflowClient
 
 from analysis.load import load_runs
 from analysis.report import write_report
+from ito_sweeps import config as C
 from ito_sweeps.cli import main
+from ito_sweeps.models.towers import ITOModel
+from ito_sweeps.objectives import build_objective
 from ito_sweeps.sweep import tracking
+from ito_sweeps.sweep.infeasible import infeasible_groups
 from ito_sweeps.sweep.runner import SweepError, run_sweep
 from ito_sweeps.sweep.space import load_space
 from ito_sweeps.sweep.trainable import trial_config
+from ito_sweeps.train import checkpoint
 from ito_sweeps.train.loop import train
 from tests.conftest import free_port
 from tests.servers import start, stop, wait_for
@@ -71,13 +76,19 @@ def steps_of(client, run_id, key):
 def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
     # Side by side, one CPU each, so that one trial's start-up overlaps the other's (and the SQLite store
     # takes two writers at once). Which trial starts first is then up to Ray: rows are compared as sets.
+    # Neither objective reads UniAlign's weight: sweeping it would run each variant twice, identically, so
+    # the trials are merged (with a warning) and the sweep still has two.
     space = write_space(tmp_path / "two.yaml", {
         "CLIP": {"objective.name": "clip"},
         "ITO": {"objective.name": "ito", "objective.alignment": "views", "fusion.depth": 1},
-    }, max_concurrent_trials=2)
+    }, max_concurrent_trials=2, params={"objective.unialign.align_weight": {"grid": [1.0, 2.0]}})
     summary = sweep(tmp_path, space)
+    printed = capsys.readouterr()
+    assert f"warning: {space}: params[objective.unialign.align_weight]: objective clip does not read " \
+           f"objective.unialign" in printed.err
+    assert "'CLIP align_weight=1 seed=0' and 'CLIP align_weight=2 seed=0' -> 'CLIP seed=0'" in printed.err
     # the live trial table ends with every trial done, at its last step, with its metric and time
-    table = capsys.readouterr().out.split("== two: ")[-1].splitlines()
+    table = printed.out.split("== two: ")[-1].splitlines()
     assert table[0].startswith("2/2 trials ended (2 done)")
     assert sorted(line.split()[:4] for line in table[2:4]) == [["CLIP", "seed=0", "DONE", "4/4"], ["ITO", "seed=0", "DONE", "4/4"]]
     client = MlflowClient(summary.tracking_uri)
@@ -123,6 +134,18 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
         [100 * kids[f"{v} seed=0"].data.metrics["test/zeroshot_top1"] for v in ("CLIP", "ITO")])
     assert {"gap_scatter.png", "dynamics.png"} <= {p.name for p in index.parent.iterdir()}
     assert "report/index.md" in {a.path for a in client.list_artifacts(summary.parent_run_id, "report")}
+    # Ray's storage keeps each finished trial's last checkpoint (of the two it reported), without the
+    # optimizer state: the weights, the config and the step, which is what evaluating or exporting it reads
+    trial_folders = sorted((tmp_path / "ray" / "two" / "train").iterdir())
+    assert [p.name for p in trial_folders] == sorted(k.data.tags["ray.trial_id"] for k in kids.values())
+    for folder in trial_folders:
+        (kept,) = [p for p in folder.glob("checkpoint_*") if p.is_dir()]
+        assert (kept / "checkpoint.pt").is_file() and not (kept / "optimizer.pt").exists()
+        state = checkpoint.load(kept / "checkpoint.pt")
+        assert state["step"] == 4 and "optimizer" not in state
+        cfg = C.from_dict(state["config"])
+        model = ITOModel.for_inputs(cfg, build_objective(cfg).inputs)
+        model.load_state_dict(state["model"])  # strict: every weight is there
 
 
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
@@ -237,6 +260,26 @@ def test_an_unreachable_server_fails_fast_with_a_clear_message(tmp_path, capsys)
     assert time.monotonic() - started < 20
     assert "is not reachable" in capsys.readouterr().err
     assert not (tmp_path / "ray").exists()  # nothing started, nothing half-written
+
+
+def test_a_request_no_node_can_meet_fails_the_sweep_after_the_bounded_wait(tmp_path, capsys):
+    # This Ray (started by the fixture, as on a cluster the sweep joins) has no GPU and no autoscaler: the
+    # trial's placement group is infeasible from the start, and the sweep gives up after infeasible_wait_s.
+    space = write_space(tmp_path / "gpu.yaml", {"CLIP": {"objective.name": "clip"}},
+                        resources={"num_workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1, "infeasible_wait_s": 3})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    started = time.monotonic()
+    assert main(["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 2
+    assert time.monotonic() - started < 60
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: {space}: resources.gpus_per_worker: Ray reports that no node of this cluster "
+                            f"can hold a trial's 1 worker(s) of {{'CPU': 1.0, 'GPU': 1.0}} each")
+    assert "resources.infeasible_wait_s (3 s)" in error
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FAILED"}  # the parent and its one trial
+    assert all("no node of this cluster can hold" in r.data.tags["error"] for r in runs)
+    assert infeasible_groups() == []  # and nothing of the sweep is left waiting in Ray
 
 
 def test_ui_serves_the_local_store_on_loopback(tmp_path):

@@ -16,9 +16,12 @@ import pytest
 import yaml
 from scipy import stats
 
-from analysis.load import AnalysisError, load_runs
-from analysis.tables import (SPECS_DIR, RowSpec, TableSpec, build_table, default_spec, group_rows, load_spec,
-                             select, sort_key, spec_for, value_key, welch_interval)
+from analysis.errors import AnalysisError
+from analysis.load import load_runs
+from analysis.rows import group_rows, select
+from analysis.table_spec import SPECS_DIR, RowSpec, TableSpec, load_spec, spec_for
+from analysis.tables import build_table, default_spec, welch_interval
+from analysis.values import sort_key, value_key
 from tests.analysis_store import ABLATION_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -422,6 +425,32 @@ def test_spec_files_that_cannot_be_read(tmp_path):
     (tmp_path / "list.yaml").write_text("- rows\n")
     with pytest.raises(AnalysisError, match="list.yaml: expected a mapping"):
         load_spec(tmp_path / "list.yaml")
+
+
+def test_spec_files_with_a_key_written_twice_are_refused_naming_both_lines(tmp_path):
+    # YAML itself would keep the second title, or the second metric, without a word
+    top = tmp_path / "top.yaml"
+    top.write_text("title: A\nrows: {by: tags.variant}\ntitle: B\ncolumns: [{metric: test/zeroshot_top1}]\n")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("rows:\n  by: tags.variant\ncolumns:\n  - metric: test/zeroshot_top1\n"
+                      "  - metric: test/probe_top1\n    name: Probe\n    metric: test/i2t_r1\n")
+    for path, expected in ((top, "title: written twice (lines 1 and 3)"),
+                           (nested, "columns[1].metric: written twice (lines 5 and 7)")):
+        with pytest.raises(AnalysisError) as err:
+            load_spec(path)
+        assert str(err.value).startswith(f"{path}: {expected}; YAML would silently keep the last one")
+
+
+@pytest.mark.parametrize("written, shown", [(".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf")])
+def test_a_scale_that_is_not_a_finite_number_is_refused(tmp_path, written, shown):
+    path = tmp_path / "spec.yaml"
+    path.write_text("rows: {by: tags.variant}\ncolumns:\n  - metric: test/zeroshot_top1\n"
+                    f"  - metric: test/probe_top1\n    scale: {written}\n")
+    with pytest.raises(AnalysisError) as err:
+        load_spec(path)
+    assert str(err.value) == f"{path}: columns[1].scale: {shown} is not a finite number"
+    with pytest.raises(AnalysisError, match=f"table spec: columns\\[0\\].scale: {shown} is not a finite number"):
+        load_spec({"rows": {"by": "tags.variant"}, "columns": [{**COLUMN, "scale": float(shown)}]})
 
 
 # ---- shipped and default specs ----------------------------------------------------------------------------

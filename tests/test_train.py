@@ -14,7 +14,7 @@ from ito_sweeps import config as C
 from ito_sweeps.cli import main
 from ito_sweeps.models.export import export
 from ito_sweeps.models.towers import ITOModel, build_tokenizer
-from ito_sweeps.objectives.registry import build_objective
+from ito_sweeps.objectives import build_objective
 from ito_sweeps.train import checkpoint
 from ito_sweeps.train.loop import NonFiniteLoss, seed_everything, train
 from tests.conftest import FAST, free_port, gloo_group

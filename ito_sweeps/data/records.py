@@ -14,13 +14,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ito_sweeps.errors import UserError
+
 SKIP_REASONS = ("corrupt_image", "missing_caption")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # what img2dataset and CLIP_benchmark write
 # PIL raises these for truncated, garbled or absurdly large images; anything else is a bug worth seeing
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Streamed data that cannot train anything, e.g. a pass in which every sample was skipped."""
 
 

@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from ito_sweeps.config import Config, ConfigError
+from ito_sweeps.config import Config, check_batch_split
 from ito_sweeps.data.imageset import ImageTextSet
 from ito_sweeps.data.loader import BatchPlan, ViewsDataset, build_splits, train_batches
 from ito_sweeps.data.paths import check_data_paths, metadata_folders
@@ -43,8 +43,7 @@ def open_data(cfg: Config, tokenizer: Callable[[list[str]], torch.Tensor], needs
               world_size: int = 1, pin_memory: bool = False) -> TrainData:
     """needs: the objective's inputs (views, captions, augmented_captions per sample)."""
     check_data_paths(cfg.data, world_size)
-    if cfg.data.batch_size % world_size:
-        raise ConfigError(f"data.batch_size: global batch {cfg.data.batch_size} does not split over {world_size} workers")
+    check_batch_split(cfg.data.batch_size, world_size)
     kind = _Streamed if cfg.data.dataset in ("webdataset", "csv") else _InMemory
     return kind(cfg, tokenizer, needs, rank, world_size, pin_memory)
 

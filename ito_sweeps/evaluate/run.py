@@ -15,14 +15,6 @@ from ito_sweeps.evaluate.probe import linear_probe_top1
 from ito_sweeps.evaluate.retrieval import retrieval_metrics
 from ito_sweeps.evaluate.zeroshot import class_embeddings, zeroshot_top1
 
-# What `evaluate` returns on the embedded `scenes` data (digits has no `count` task); the loop logs each
-# under val/ and test/, and sweeps validate their metric names against this list before Ray starts.
-METRIC_NAMES = (
-    "zeroshot_top1", "zeroshot_top1/count", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10",
-    "probe_top1", "modality_gap", "mean_paired_distance", "alignment",
-    "uniformity_image", "uniformity_text", "uniformity_union",
-)
-
 
 class Embedder:
     """Batched, gradient-free access to a model's deployed `encode_image` / `encode_text`."""

@@ -18,7 +18,7 @@ from ito_sweeps.objectives.contrastive import clip_loss, nt_xent
 from ito_sweeps.objectives.registry import Inputs, Objective, alignment_counts, register
 
 
-@register("ito", default_fusion_weight=2.0, uses_alignment=True)
+@register("ito")
 class ITOObjective:
     def __init__(self, cfg: Config):
         views, captions = alignment_counts(cfg.objective)

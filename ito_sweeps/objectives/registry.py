@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from ito_sweeps import catalog
 from ito_sweeps.config import Config, ObjectiveConfig
 from ito_sweeps.models.towers import Features
 
@@ -41,31 +42,16 @@ class Objective(Protocol):
 OBJECTIVES: dict[str, Callable[[Config], Objective]] = {}
 
 
-def register(name: str, default_fusion_weight: float = 0.0, uses_alignment: bool = False):
-    """Register an objective factory.
-
-    default_fusion_weight: the lambda it gets when objective.fusion_weight is not set;
-    uses_alignment: whether objective.alignment chooses its views and captions.
-    """
+def register(name: str):
+    """Register an objective factory under a name declared in `catalog.OBJECTIVES`, which also holds what a
+    config needs to know of it without torch (its default lambda, whether objective.alignment applies)."""
 
     def add(factory: Callable[[Config], Objective]) -> Callable[[Config], Objective]:
+        if name not in catalog.OBJECTIVES:
+            raise ValueError(f"objective {name!r} is not declared in ito_sweeps/catalog.py")
         if name in OBJECTIVES:
             raise ValueError(f"objective {name!r} is registered twice")
-        factory.default_fusion_weight, factory.uses_alignment = default_fusion_weight, uses_alignment
         OBJECTIVES[name] = factory
         return factory
 
     return add
-
-
-def build_objective(cfg: Config) -> Objective:
-    from ito_sweeps.objectives.ito import WithFusion  # here: ito imports this module
-
-    objective = OBJECTIVES[cfg.objective.name](cfg)  # the name was checked when the config was built
-    if cfg.objective.fusion_weight and cfg.fusion.depth:
-        objective = WithFusion(objective, cfg.objective.fusion_weight)
-    return objective
-
-
-# importing the families registers them
-from ito_sweeps.objectives import clip, ito, latent_structure, unialign  # noqa: E402,F401

@@ -42,7 +42,7 @@ def gram_volume(z: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, torch.where(positive, det, 1.0).sqrt(), 0.0).mean()
 
 
-@register("unialign", uses_alignment=True)
+@register("unialign")
 class UniAlignObjective:
     def __init__(self, cfg: Config):
         views, captions = alignment_counts(cfg.objective)

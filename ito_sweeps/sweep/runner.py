@@ -1,28 +1,34 @@
 """Run a search space as a Ray Tune experiment recorded in MLflow: `ito-sweeps sweep`.
 
-Order matters: the space is validated and the tracking store checked before Ray starts, so a typo or a
-dead server costs a second, not a cluster start-up. The sweep's own state (its MLflow parent run) lives
-in `ito_sweep.json` beside Tune's experiment state, which is what `--resume` reads back.
+Order matters: the space is validated, its data paths and (for a Ray started here) its resources
+checked, and the tracking store asked before Ray starts or any run is recorded, so a typo, a missing
+shard, a GPU this machine lacks or a dead server costs a second, not a cluster start-up. Hence the late
+imports: MLflow, Tune and the trial code load only once there is a sweep to run. The sweep's own state
+(its MLflow parent run) lives in `ito_sweep.json` beside Tune's experiment state, which is what
+`--resume` reads back.
 """
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlflow.tracking import MlflowClient
-
-from ito_sweeps.sweep import store, tracking
-from ito_sweeps.sweep.progress import TrialTable
+from ito_sweeps.errors import UserError
+from ito_sweeps.sweep import store
 from ito_sweeps.sweep.space import SearchSpace, load_space
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 STATE_FILE = "ito_sweep.json"
 DEFAULT_STORAGE = "ray_results"
 TRIAL_DRIVER_MEMORY = 256 * 2**20
 
 
-class SweepError(RuntimeError):
+class SweepError(UserError, RuntimeError):
     pass
 
 
@@ -64,18 +70,29 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
               storage: str | Path | None = None, system_metrics_s: float = 10.0) -> SweepSummary:
     started = time.perf_counter()
     space = load_space(space_file, profile)
+    for warning in space.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     name = name or space.name
     if not (address or "").startswith("ray://"):  # a driver on a cluster node sees the workers' paths
         _check_data(space)
+    import ray
+
+    from ito_sweeps.sweep import feasibility
+
+    if address is None and not ray.is_initialized():  # the Ray this sweep starts will be this machine alone
+        feasibility.check_local(space, feasibility.local_capacity())
     uri = store.resolve_uri(tracking_uri)
     store.check_reachable(uri)
     storage_path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
     experiment_path = storage_path / name
     state_file = experiment_path / STATE_FILE
-    client = MlflowClient(uri)
 
-    import ray
+    from mlflow.tracking import MlflowClient
     from ray import tune
+
+    from ito_sweeps.sweep import tracking
+
+    client = MlflowClient(uri)
 
     if resume:
         if not state_file.is_file() or not tune.Tuner.can_restore(str(experiment_path)):
@@ -115,6 +132,17 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
     tuner = _tuner(space, state, experiment_path, resume)
     try:
         results = tuner.fit()
+    except feasibility.InfeasibleRequest as err:
+        from ito_sweeps.sweep.infeasible import remove_infeasible_groups
+
+        remove_infeasible_groups()
+        # the trials waiting for it never ran: they failed, for the reason the sweep did
+        _settle(client, state, experiment_path)
+        for run in tracking.trial_runs(client, state["experiment_id"], state["parent_run_id"]):
+            if run.info.status != "FINISHED":
+                tracking.end_run(client, run.info.run_id, "FAILED", **{tracking.ERROR_TAG: str(err)})
+        tracking.end_run(client, state["parent_run_id"], "FAILED", **{tracking.ERROR_TAG: str(err)})
+        raise
     except BaseException as err:
         _settle(client, state, experiment_path)
         tracking.end_run(client, state["parent_run_id"], "FAILED", **{tracking.ERROR_TAG: f"{type(err).__name__}: {err}"})
@@ -160,6 +188,10 @@ def _check_data(space: SearchSpace) -> None:
 def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool):
     from ray import tune
 
+    from ito_sweeps.sweep import tracking
+    from ito_sweeps.sweep.infeasible import InfeasibleWatch
+    from ito_sweeps.sweep.progress import TrialTable
+    from ito_sweeps.sweep.retention import DropFinishedOptimizerState
     from ito_sweeps.sweep.trainable import run_trial
 
     # The trial itself only drives its TorchTrainer; the Train workers hold the CPUs and GPUs. Tune
@@ -186,6 +218,8 @@ def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool)
             callbacks=[
                 TrialTable(str(space.path), space.profile),
                 tracking.CloseStoppedRuns(state["tracking_uri"], state["experiment_id"], state["parent_run_id"]),
+                InfeasibleWatch.for_space(space),
+                *([DropFinishedOptimizerState(state["train_storage"])] if space.checkpoints.final == "weights" else []),
             ],
             # A failed trial stays failed and the sweep goes on; retries happen inside Ray Train.
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
@@ -196,6 +230,8 @@ def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool)
 def _settle(client: MlflowClient, state: dict, experiment_path: Path) -> dict[str, str]:
     """Tune's last saved verdict per trial id, applied to the trials' MLflow runs."""
     from ray import tune
+
+    from ito_sweeps.sweep import tracking
 
     try:
         trials = tune.ExperimentAnalysis(str(experiment_path)).trials

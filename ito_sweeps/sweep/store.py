@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ito_sweeps.errors import UserError
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # How MLflow clients authenticate to a server; the sweep hands them on to every trial and Train worker
 CREDENTIAL_VARIABLES = (
@@ -18,7 +20,7 @@ CREDENTIAL_VARIABLES = (
 )
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     pass
 
 

@@ -19,10 +19,12 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, ScalingCon
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from ito_sweeps import catalog
 from ito_sweeps.config import Config
-from ito_sweeps.objectives.registry import OBJECTIVES, build_objective
+from ito_sweeps.objectives import build_objective
 from ito_sweeps.sweep import tracking
-from ito_sweeps.sweep.space import Resources, load_space
+from ito_sweeps.sweep.space import load_space
+from ito_sweeps.sweep.space_parts import Resources
 from ito_sweeps.sweep.worker import train_worker
 
 HEALTH_CHECK_INTERVAL_S = 0.5
@@ -50,7 +52,7 @@ def run_trial(config: dict[str, Any]) -> None:
     fusion = bool(build_objective(cfg).inputs.fusion_pairs)  # what the objective trains, not what the config says
     tags = {
         "objective": cfg.objective.name,
-        "alignment": cfg.objective.alignment if OBJECTIVES[cfg.objective.name].uses_alignment else "none",
+        "alignment": cfg.objective.alignment if catalog.OBJECTIVES[cfg.objective.name].uses_alignment else "none",
         "fusion_depth": str(cfg.fusion.depth if fusion else 0),
         "fusion_weight": str(cfg.objective.fusion_weight if fusion else 0.0),
         "seed": str(cfg.run.seed),
@@ -86,7 +88,7 @@ def run_trial(config: dict[str, Any]) -> None:
             name=trial_id,
             storage_path=sweep["train_storage"],
             failure_config=FailureConfig(max_failures=space.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=space.checkpoints.keep),
             callbacks=[TuneReportCallback()],
             # the trial table and MLflow show progress; Train's per-report INFO lines would bury it
             logging_config=LoggingConfig(log_level="WARNING"),

@@ -18,7 +18,8 @@ from typing import Any
 import ray.train
 from ray.train import Checkpoint
 
-CHECKPOINT_FILE = "checkpoint.pt"
+# A Ray checkpoint folder holds the weights (with the step and config) and, beside them, the optimizer state
+CHECKPOINT_FILE, OPTIMIZER_STATE_FILE = "checkpoint.pt", "optimizer.pt"
 # How long a report to Ray waits for MLflow to take the records logged before it. Only an outage makes
 # it wait at all; then training goes on after REPORT_FLUSH_S, except at the final report, which a
 # scheduler's stop must never cut off from its records.
@@ -31,6 +32,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     from ito_sweeps import config as config_mod
     from ito_sweeps.sweep import tracking
+    from ito_sweeps.train import checkpoint
     from ito_sweeps.train.loop import train
 
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # it logs each start and stop
@@ -49,6 +51,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if restored is not None:
             with restored.as_directory() as folder:
                 resume = Path(shutil.copy(Path(folder) / CHECKPOINT_FILE, work / "resume.pt"))
+                if (Path(folder) / OPTIMIZER_STATE_FILE).is_file():  # gone from a finished trial's
+                    shutil.copy(Path(folder) / OPTIMIZER_STATE_FILE, checkpoint.optimizer_file(resume))
         nodes = _node_of_each_rank()
         if logger is not None:
             # where the trial ran; and each restart (a failed worker, a resumed sweep) as a point of
@@ -76,10 +80,12 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 return
             folder = work / f"report-{step}"
             folder.mkdir()
-            shutil.move(saved, folder / CHECKPOINT_FILE)  # Ray keeps its own copy: one on local disk at a time
-            checkpoint = Checkpoint.from_directory(str(folder))
-            checkpoint.set_metadata({"step": step})
-            ray.train.report({"step": step, **metrics}, checkpoint=checkpoint)
+            # Ray keeps its own copy: one on local disk at a time
+            shutil.move(saved, folder / CHECKPOINT_FILE)
+            shutil.move(checkpoint.optimizer_file(saved), folder / OPTIMIZER_STATE_FILE)
+            reported = Checkpoint.from_directory(str(folder))
+            reported.set_metadata({"step": step})
+            ray.train.report({"step": step, **metrics}, checkpoint=reported)
             shutil.rmtree(folder)
 
         train(cfg, work / "run" if lead else None, on_metrics=on_metrics, on_report=on_report,

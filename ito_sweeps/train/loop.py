@@ -29,8 +29,8 @@ from ito_sweeps.config import Config, ConfigError
 from ito_sweeps.data.train_data import open_data
 from ito_sweeps.evaluate.run import Embedder, embedding_sample, evaluate
 from ito_sweeps.models.towers import ITOModel, build_tokenizer
+from ito_sweeps.objectives import build_objective
 from ito_sweeps.objectives.contrastive import world
-from ito_sweeps.objectives.registry import build_objective
 from ito_sweeps.train import checkpoint
 from ito_sweeps.train.optim import build_optimizer, lr_at
 from ito_sweeps.train.step import TrainStep
@@ -107,8 +107,12 @@ def train(
         state = checkpoint.load(resume)
         _check_resumable(cfg, state["config"])
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         start_step = state["step"]
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        elif start_step < cfg.schedule.steps:  # a finished run's weights alone: nothing to train on from
+            raise ConfigError(f"schedule.steps: {resume} holds the weights of a finished run without its optimizer "
+                              f"state, so training cannot continue past step {start_step}")
     if prepare_model is not None:
         wrapped = prepare_model(model)
     elif world_size > 1:

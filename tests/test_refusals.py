@@ -1,0 +1,137 @@
+"""Mistakes that could only fail later are refused by the command itself, in seconds, before Ray starts and
+before anything is recorded: run as a user runs them, against a store that already holds runs."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ito_sweeps.sweep.feasibility import check_local, local_capacity
+from ito_sweeps.sweep.space import SpaceError, load_space
+
+REFUSE_WITHIN_S = 3.0
+SPACE = ("search: grid\nseeds: [0]\n"
+         "config: {data.num_train: 256, data.batch_size: 32, schedule.steps: 10, schedule.warmup_steps: 2, eval.every: 5}\n")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A SQLite store that already holds a sweep's worth of runs."""
+    folder = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("earlier")
+    for name in ("parent", "child a", "child b"):
+        client.set_terminated(client.create_run(experiment, run_name=name).info.run_id)
+    return uri
+
+
+def run_count(uri: str) -> int:
+    client = MlflowClient(uri)
+    return len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+
+
+def refused(tmp_path, store, *args: str, env: dict | None = None) -> str:
+    """Run `ito-sweeps ARGS` as a command; it must exit 2 within REFUSE_WITHIN_S with nothing recorded."""
+    before = run_count(store)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "ito_sweeps.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env={**os.environ, **(env or {})})
+    took = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    assert took < REFUSE_WITHIN_S, f"refused after {took:.1f} s"
+    assert run_count(store) == before
+    assert not (tmp_path / "ray").exists()  # Ray never started a sweep's state
+    (line,) = done.stderr.strip().splitlines()  # one line, no traceback
+    return line
+
+
+def sweep_refused(tmp_path, store, text: str, *args: str, env: dict | None = None) -> str:
+    space = tmp_path / "space.yaml"
+    space.write_text(text)
+    line = refused(tmp_path, store, "sweep", str(space), *args, "--tracking-uri", store,
+                   "--storage", str(tmp_path / "ray"), env=env)
+    assert line.startswith(f"error: {space}")
+    return line
+
+
+def test_a_nan_in_a_profile_config(tmp_path, store):
+    line = sweep_refused(tmp_path, store, SPACE + "profiles:\n  cpu: {config: {optim.lr: .nan}}\n")
+    assert "profiles.cpu.config[optim.lr]: optim.lr: nan is not a finite number" in line
+
+
+def test_a_batch_that_does_not_split_over_the_workers(tmp_path, store):
+    line = sweep_refused(tmp_path, store, SPACE.replace("batch_size: 32", "batch_size: 33") +
+                         "resources: {num_workers: 2, cpus_per_worker: 1}\n")
+    assert "config[data.batch_size]: data.batch_size: global batch 33 does not split over 2 workers" in line
+
+
+def test_a_key_written_twice_in_a_space(tmp_path, store):
+    line = sweep_refused(tmp_path, store, SPACE + "seeds: [1]\n")
+    assert "seeds: written twice (lines 2 and 4)" in line
+
+
+def test_a_key_written_twice_in_a_train_config(tmp_path, store):
+    config = tmp_path / "run.yaml"
+    config.write_text("optim:\n  lr: 1.0e-3\n  weight_decay: 0.1\n  lr: 1.0e-2\n")
+    line = refused(tmp_path, store, "train", "--config", str(config), "--out", str(tmp_path / "run"))
+    assert line == f"error: {config}: optim.lr: written twice (lines 2 and 4); YAML would silently keep the last " \
+                   f"one, so remove or rename one of them"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_key_written_twice_in_a_table_spec(tmp_path, store):
+    spec = tmp_path / "table.yaml"
+    spec.write_text("rows: {by: tags.variant}\ncolumns:\n  - {metric: test/zeroshot_top1, scale: 100, scale: 1}\n")
+    line = refused(tmp_path, store, "report", "--experiment", "earlier", "--spec", str(spec),
+                   "--tracking-uri", store, "--out", str(tmp_path / "report"))
+    assert line.startswith(f"error: {spec}: columns[0].scale: written twice (lines 3 and 3)")
+    assert not (tmp_path / "report").exists()
+
+
+def test_gpus_on_a_machine_that_has_none(tmp_path, store):
+    # an empty CUDA_VISIBLE_DEVICES hides any GPU from Ray's own detection, as on the 2-core CI machine
+    line = sweep_refused(tmp_path, store, SPACE + "profiles:\n  cpu: {}\n  gpu: {resources: {gpus_per_worker: 1}}\n",
+                         "--profile", "gpu", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert "(profile gpu): profiles.gpu.resources.gpus_per_worker: a trial asks for 1 GPU (1 worker(s) x 1), " \
+           "but this machine has 0, and a local Ray would wait for them forever" in line
+    assert "--profile cpu" in line and "--address" in line
+
+
+def test_missing_space_file_is_refused_at_once(tmp_path, store):
+    line = refused(tmp_path, store, "sweep", str(tmp_path / "missing.yaml"), "--tracking-uri", store)
+    assert "missing.yaml: search space file not found" in line
+
+
+# ---- what a local Ray would have: checked without starting it ----------------------------------------
+
+
+def test_local_capacity_is_what_ray_would_register():
+    capacity = local_capacity()
+    assert capacity["CPU"] >= 1 and capacity["GPU"] >= 0
+
+
+@pytest.mark.parametrize("resources, capacity, expected", [
+    ("{num_workers: 2, cpus_per_worker: 2}", {"CPU": 2, "GPU": 0},
+     ["resources.cpus_per_worker: a trial asks for 4 CPU (2 worker(s) x 2), but this machine has 2",
+      "lower resources.cpus_per_worker or resources.num_workers"]),
+    ("{num_workers: 2, gpus_per_worker: 1}", {"CPU": 16, "GPU": 1},
+     ["resources.gpus_per_worker: a trial asks for 2 GPU (2 worker(s) x 1), but this machine has 1"]),
+    ("{num_workers: 2, placement_strategy: STRICT_SPREAD}", {"CPU": 16, "GPU": 0},
+     ["resources.placement_strategy: STRICT_SPREAD puts each of the 2 workers on a node of its own"]),
+])
+def test_a_trial_that_cannot_fit_on_this_machine(tmp_path, resources, capacity, expected):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE + f"resources: {resources}\n")
+    with pytest.raises(SpaceError) as caught:
+        check_local(load_space(path), capacity)
+    for part in expected:
+        assert part in str(caught.value)
+
+
+def test_a_trial_that_fits_exactly_passes(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE + "resources: {num_workers: 2, cpus_per_worker: 1, gpus_per_worker: 0.5}\n")
+    check_local(load_space(path), {"CPU": 2, "GPU": 1})
