@@ -80,7 +80,7 @@ def run_trial(config: dict[str, Any]) -> None:
                            "system_metrics_s": sweep["system_metrics_s"]},
         scaling_config=ScalingConfig(
             num_workers=res.num_workers, use_gpu=res.use_gpu,
-            resources_per_worker={"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.use_gpu else {})},
+            resources_per_worker=res.per_worker(),
             placement_strategy=res.placement_strategy,
         ),
         run_config=ray.train.RunConfig(

@@ -28,8 +28,8 @@ def save(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.op
     # the optimizer state first: a checkpoint whose weights file exists is complete
     _write(optimizer_file(path), {"optimizer": optimizer.state_dict()})
     _write(path, {"step": step, "model": model.state_dict(), "config": config})
-    for source in (optimizer_file(path), path):
-        target = directory / (LAST if source == path else optimizer_file(Path(LAST)).name)
+    last = directory / LAST
+    for source, target in ((optimizer_file(path), optimizer_file(last)), (path, last)):
         tmp = target.with_name(target.name + ".tmp")
         tmp.unlink(missing_ok=True)
         os.link(source, tmp)
