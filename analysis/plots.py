@@ -25,6 +25,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
+from analysis.benchmarks import first_with
 from analysis.errors import AnalysisError
 from analysis.load import Runs
 from analysis.rows import group_rows
@@ -34,11 +35,11 @@ from analysis.values import sort_key
 PANEL_INCHES = 3.5
 MAX_COLUMNS = 4  # panels per figure row
 PNG_DPI = 120  # a 20-setting sweep's scatter is 1680 x 2100 pixels
-GEOMETRY = {  # test metric -> (panel, line label)
-    "test/modality_gap": ("modality gap", None),
-    "test/uniformity_image": ("uniformity", "image"),
-    "test/uniformity_text": ("uniformity", "text"),
-    "test/uniformity_union": ("uniformity", "image + text"),
+GEOMETRY = {  # geometry metric of a retrieval benchmark (test/B/METRIC) -> (panel, line label)
+    "modality_gap": ("modality gap", None),
+    "uniformity_image": ("uniformity", "image"),
+    "uniformity_text": ("uniformity", "text"),
+    "uniformity_union": ("uniformity", "image + text"),
 }
 
 
@@ -153,28 +154,33 @@ def _require_umap() -> None:
 # ---- geometry against a swept parameter ---------------------------------------------------------------
 
 
-def geometry_vs_param(runs: Runs, param: str) -> Figure | None:
+def geometry_vs_param(runs: Runs, param: str, benchmark: str | None = None) -> Figure | None:
     """Two panels against the run-table column `param` (e.g. "params.objective.fusion_weight"): the test
-    modality gap, and the test uniformity of images, texts and both; the mean over a value's finished
-    seeds with error bars of their standard deviation (none for a single seed). Values are grouped and
-    sorted as table rows by `param` are; all-numeric values are drawn at their value, others as categories."""
+    modality gap, and the test uniformity of images, texts and both, of `benchmark` (default: the first
+    benchmark that logged a test modality gap, a retrieval one); the mean over a value's finished seeds
+    with error bars of their standard deviation (none for a single seed). Values are grouped and sorted as
+    table rows by `param` are; all-numeric values are drawn at their value, others as categories."""
     rows = RowSpec(by=(param,))
     groups = group_rows(runs.finished, rows)
-    metrics = [m for m in GEOMETRY if f"metrics.{m}" in runs.finished.columns]
-    logged = [f"metrics.{m}" for m in metrics]
+    benchmark = benchmark or first_with(runs.finished, "test", "modality_gap")
+    if benchmark is None:  # no benchmark reported a modality gap: no retrieval benchmark in the suite
+        return None
+    metrics = [m for m in GEOMETRY if f"metrics.test/{benchmark}/{m}" in runs.finished.columns]
+    logged = [f"metrics.test/{benchmark}/{m}" for m in metrics]
     if not groups or not metrics or all(group.trials[logged].isna().all(axis=None) for group in groups):
         return None
     numeric = all(isinstance(group.key[0], float) for group in groups)
     x = np.array([group.key[0] for group in groups]) if numeric else np.arange(len(groups))
 
-    fig, axes = _panels(2, f"Test geometry against {_header(rows)}")
+    fig, axes = _panels(2, f"Test geometry of {benchmark} against {_header(rows)}")
     for ax, panel in zip(axes, ("modality gap", "uniformity")):
         drawn = [m for m in metrics if GEOMETRY[m][0] == panel]
         if not drawn:
-            _note(ax, f"no test {panel} metric logged")
+            _note(ax, f"no test {panel} metric of {benchmark} logged")
             continue
         for metric in drawn:
-            values = [group.trials[f"metrics.{metric}"] for group in groups]  # one seed: std NaN, no bar
+            # one seed: std NaN, no bar
+            values = [group.trials[f"metrics.test/{benchmark}/{metric}"] for group in groups]
             ax.errorbar(x, [v.mean() for v in values], yerr=[v.std() for v in values], marker="o", capsize=3,
                         label=GEOMETRY[metric][1])
         ax.set_title(panel)
@@ -190,10 +196,13 @@ def geometry_vs_param(runs: Runs, param: str) -> Figure | None:
 # ---- training dynamics --------------------------------------------------------------------------------
 
 
-def dynamics(runs: Runs, rows: RowSpec, *,
-             keys: Sequence[str] = ("val/zeroshot_top1", "val/modality_gap")) -> Figure | None:
+def dynamics(runs: Runs, rows: RowSpec, *, keys: Sequence[str] | None = None) -> Figure | None:
     """One panel per metric key against the training step: a line per setting (row of `rows`; the mean
-    over its seeds at each step) in a band from the seeds' minimum to their maximum."""
+    over its seeds at each step) in a band from the seeds' minimum to their maximum. Default keys: the
+    zero-shot average val/zeroshot_avg and the val/B/modality_gap of the first benchmark B that logged one."""
+    if keys is None:
+        gap = first_with(runs.finished, "val", "modality_gap")
+        keys = ["val/zeroshot_avg"] + ([f"val/{gap}/modality_gap"] if gap is not None else [])
     groups = group_rows(runs.finished, rows)
     setting_of = {run_id: i for i, group in enumerate(groups) for run_id in group.trials["run_id"]}
     history = runs.history(list(keys), list(setting_of))

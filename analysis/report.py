@@ -41,11 +41,16 @@ def write_report(runs: Runs, out: Path, spec: TableSpec | None = None) -> Path:
 
 
 def _spec_of(runs: Runs) -> tuple[TableSpec, str]:
-    """The shipped spec named like the sweep's search space, else a generic one for whatever was swept."""
-    for space in runs.parents.get("tags.search_space", pd.Series(dtype=str)).dropna():
-        found = spec_for(space)
-        if found is not None:
-            return found, f"analysis/specs/{Path(space).stem}.yaml"
+    """The shipped spec of the sweep's search space and profile (analysis/specs/SPACE.PROFILE.yaml, else
+    SPACE.yaml), else a generic one for whatever was swept and evaluated."""
+    parents = runs.parents
+    spaces = parents.get("tags.search_space", pd.Series(None, index=parents.index, dtype=object))
+    profiles = parents.get("tags.profile", pd.Series(None, index=parents.index, dtype=object))
+    for space, profile in zip(spaces, profiles):
+        if isinstance(space, str):
+            found = spec_for(space, profile if isinstance(profile, str) else None)
+            if found is not None:
+                return found, f"analysis/specs/{Path(found.origin).name}"
     return default_spec(runs), "generic (rows by variant or swept keys; pass --spec FILE for another)"
 
 
@@ -55,7 +60,7 @@ def _figures(runs: Runs, spec: TableSpec, out: Path) -> dict[str, str | None]:
     made = {
         "gap_scatter": ("Modality gap: PCA of the held-out image and text embeddings",
                         plots.gap_scatter(runs, spec.rows)),
-        "dynamics": ("Training dynamics: validation zero-shot accuracy and modality gap",
+        "dynamics": ("Training dynamics: validation zero-shot average and modality gap",
                      plots.dynamics(runs, spec.rows)),
     }
     (first, *others) = spec.rows.by
@@ -66,7 +71,7 @@ def _figures(runs: Runs, spec: TableSpec, out: Path) -> dict[str, str | None]:
     if len(optuna):
         # a multi-objective sweep records lists: its history is drawn for the first metric
         metric, mode = (_first(optuna.get(f"tags.{key}", pd.Series([default])).iloc[0])
-                        for key, default in (("metric", "val/zeroshot_top1"), ("mode", "max")))
+                        for key, default in (("metric", "val/zeroshot_avg"), ("mode", "max")))
         made["optuna"] = ("Optuna: optimisation history and parameter importance",
                           plots.optuna_views(runs, metric, mode))
     return {title: None if figure is None else plots.save(figure, out / stem)[0].name

@@ -15,7 +15,7 @@ A table spec reads:
                                                #   against this row
     seeds: tags.seed                           # the column telling repeats apart (default tags.seed)
     columns:
-      - metric: test/zeroshot_top1             # the run-table column metrics.<metric>
+      - metric: test/scenes/zeroshot_top1      # the run-table column metrics.<metric>
         name: Zero-shot                        # default: the metric
         source: final                          # final (last logged value) | best (best over its history)
         scale: 100                             # display multiplier (default 1)
@@ -26,7 +26,12 @@ A table spec reads:
 
 `load_spec` checks every key and value: a mistake is an AnalysisError naming the spec and the key path
 (`columns[1].scale: ...`), and so is a key written twice in a file, which YAML would silently read as the
-last one. `spec_for` finds the shipped spec of a search space in analysis/specs/.
+last one. `spec_for` finds the shipped spec of a search space (and profile) in analysis/specs/.
+
+Metrics are named as the runs log them: val|test/BENCHMARK/METRIC for a benchmark of the evaluation suite
+(test/scenes/zeroshot_top1), val|test/NAME for the run-level ones (test/zeroshot_avg, test/steps).
+`check_benchmarks` refuses a column whose benchmark a suite does not evaluate, before any run is trained
+or loaded.
 
 The values in `where`, `order`, `names` and `baseline` are matched by meaning, not by type
 (analysis/values.py). What a spec asks for is done elsewhere: analysis/rows.py groups the runs into rows,
@@ -38,13 +43,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
 
+from analysis.benchmarks import benchmark_of
 from analysis.errors import AnalysisError
 from analysis.values import value_key
 from ito_sweeps import strict_yaml
@@ -92,6 +98,7 @@ class TableSpec:
     seeds: str | None = None  # None: tags.seed where the runs have it
     significance: bool = False
     cost: bool = False
+    origin: str = field(default="table spec", compare=False)  # its file, or "table spec": what errors name
 
 
 def load_spec(source: str | Path | Mapping) -> TableSpec:
@@ -110,10 +117,30 @@ def load_spec(source: str | Path | Mapping) -> TableSpec:
     return _parse(doc, str(path))
 
 
-def spec_for(search_space: str | Path) -> TableSpec | None:
-    """The shipped spec named like a search space (its path or name), or None when there is none."""
-    path = SPECS_DIR / f"{Path(search_space).stem}.yaml"
-    return load_spec(path) if path.is_file() else None
+def spec_for(search_space: str | Path, profile: str | None = None) -> TableSpec | None:
+    """The shipped spec of a search space (its path or name) run under `profile`: specs/STEM.PROFILE.yaml
+    where there is one (a profile whose suite names other benchmarks), else specs/STEM.yaml, else None."""
+    stem = Path(search_space).stem
+    for name in ([f"{stem}.{profile}.yaml"] if profile else []) + [f"{stem}.yaml"]:
+        if (SPECS_DIR / name).is_file():
+            return load_spec(SPECS_DIR / name)
+    return None
+
+
+def check_benchmarks(spec: TableSpec, benchmarks: Iterable[str], where: str | None = None) -> None:
+    """Refuse a column of `spec` whose metric names a benchmark (B of val|test/B/METRIC) not among
+    `benchmarks`, the names of the suite the runs evaluate (a set is shown sorted, a sequence in its order).
+    Run-level metrics (test/zeroshot_avg, test/steps) name none. The AnalysisError names `where` (default:
+    the spec's file), the key path and the suite, e.g. `smoke.yaml: columns[2].metric: 'test/mscoco/i2t_r1'
+    names benchmark 'mscoco', which these runs do not evaluate (their benchmarks: scenes, digits)`.
+    Pure: no run, no config, no file is read."""
+    known = sorted(benchmarks) if isinstance(benchmarks, (set, frozenset)) else list(dict.fromkeys(benchmarks))
+    for i, column in enumerate(spec.columns):
+        name = benchmark_of(column.metric)
+        if name is not None and name not in known:
+            raise AnalysisError(f"{where or spec.origin}: columns[{i}].metric: {column.metric!r} names benchmark "
+                                f"{name!r}, which these runs do not evaluate (their benchmarks: "
+                                f"{', '.join(known) or 'none'})")
 
 
 # ---- parsing ----------------------------------------------------------------------------------------------
@@ -144,6 +171,7 @@ def _parse(doc: Any, origin: str) -> TableSpec:
         seeds=read.text(doc["seeds"], "seeds") if "seeds" in doc else None,
         significance=significance,
         cost=read.flag(doc.get("cost", False), "cost"),
+        origin=origin,
     )
 
 

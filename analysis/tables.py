@@ -22,30 +22,31 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.benchmarks import benchmarks, first_with, tagged_benchmarks
 from analysis.errors import AnalysisError
 from analysis.load import Runs
 from analysis.render import Table
 from analysis.rows import group_rows, require_column, row_key, select
-from analysis.table_spec import DEFAULT_FORMAT, ColumnSpec, RowSpec, TableSpec, load_spec
+from analysis.table_spec import ColumnSpec, RowSpec, TableSpec, check_benchmarks, load_spec
 from analysis.values import show, value_key
 from ito_sweeps.config import Config
 
 CONFIDENCE = 0.95
 RESOURCE_TAGS = ("tags.resources.num_workers", "tags.resources.cpus_per_worker", "tags.resources.gpus_per_worker")
-# (metric, name, scale, better) of a table built without a spec
-DEFAULT_COLUMNS = (
-    ("test/zeroshot_top1", "Zero-shot", 100, "higher"),
-    ("test/probe_top1", "Linear probe", 100, "higher"),
-    ("test/i2t_r1", "I→T R@1", 100, "higher"),
-    ("test/t2i_r1", "T→I R@1", 100, "higher"),
-    ("test/modality_gap", "Modality gap", 1, "lower"),
-)
+# A table built without a spec: (metric, column name) of each benchmark where logged, in percent, then the
+# zero-shot average, then the modality gap of the first benchmark that reports one (a retrieval benchmark)
+DEFAULT_COLUMNS = (("zeroshot_top1", "ZS"), ("probe_top1", "probe"), ("i2t_r1", "I→T R@1"), ("t2i_r1", "T→I R@1"))
 
 
 def build_table(runs: Runs | pd.DataFrame, spec: TableSpec | Mapping | str | Path) -> Table:
-    """The table `spec` describes over `runs` (a loaded `Runs`, or its trials table)."""
+    """The table `spec` describes over `runs` (a loaded `Runs`, or its trials table). A column naming a
+    benchmark that no run's `benchmarks` tag lists is refused first (`check_benchmarks`): the suite
+    configured for these runs never reports it."""
     spec = spec if isinstance(spec, TableSpec) else load_spec(spec)
     frame = _trials(runs)
+    suite = tagged_benchmarks(frame)
+    if suite is not None:  # runs recorded before benchmark suites carry no tag: their columns are not checked
+        check_benchmarks(spec, suite)
     seeds = _seeds_column(frame, spec.seeds)
     frame = select(frame, spec.where)
     rows = group_rows(frame, spec.rows)
@@ -103,14 +104,23 @@ def welch_interval(mean_a, std_a, n_a, mean_b, std_b, n_b, confidence: float = C
 
 
 def default_spec(runs: Runs | pd.DataFrame) -> TableSpec:
-    """A generic table for runs no shipped spec describes: a row per setting, the headline test metrics."""
+    """A generic table for runs no shipped spec describes: a row per setting; per benchmark (in suite
+    order) its zero-shot top-1, linear probe, I→T and T→I R@1 where the runs logged them; the zero-shot
+    average; the modality gap of the first benchmark that logged one."""
     frame = _trials(runs)
-    columns = [{"metric": metric, "name": name, "scale": scale, "better": better,
-                "format": "{:.1f}" if scale == 100 else DEFAULT_FORMAT}
-               for metric, name, scale, better in DEFAULT_COLUMNS if f"metrics.{metric}" in frame]
+    percent = {"scale": 100, "format": "{:.1f}"}
+    columns = [{"metric": f"test/{bench}/{metric}", "name": f"{bench} {name}", **percent}
+               for bench in benchmarks(frame) for metric, name in DEFAULT_COLUMNS
+               if f"metrics.test/{bench}/{metric}" in frame]
+    if "metrics.test/zeroshot_avg" in frame:
+        columns.append({"metric": "test/zeroshot_avg", "name": "ZS avg", **percent})
+    gap = first_with(frame, "test", "modality_gap")
+    if gap is not None:
+        columns.append({"metric": f"test/{gap}/modality_gap", "name": f"{gap} modality gap", "better": "lower"})
     if not columns:
-        raise AnalysisError(f"these runs logged none of {', '.join(m for m, *_ in DEFAULT_COLUMNS)}: "
-                            f"pass a table spec naming the metrics to show")
+        wanted = ", ".join(metric for metric, _ in DEFAULT_COLUMNS)
+        raise AnalysisError(f"these runs logged no test/BENCHMARK/METRIC of {wanted}, modality_gap, nor "
+                            f"test/zeroshot_avg: pass a table spec naming the metrics to show")
     return load_spec({
         "title": runs.experiment_name if isinstance(runs, Runs) else "",
         "rows": {"by": _default_rows(frame)},

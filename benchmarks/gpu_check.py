@@ -68,7 +68,7 @@ def short_run(steps: int, batch: int, out: Path) -> dict:
     return {
         "steps": steps, "batch": batch, "wall_s": time.perf_counter() - start,
         "first_loss": losses[0], "last_loss": losses[-1], "loss_fell": losses[-1] < 0.7 * losses[0],
-        "zeroshot_top1": metrics["zeroshot_top1"], "chance": 1 / 36,
+        "zeroshot_top1": metrics["scenes/zeroshot_top1"], "chance": 1 / 36,
         "median_samples_per_s": sorted(rates)[len(rates) // 2], "median_data_wait_frac": sorted(waits)[len(waits) // 2],
         "metrics": metrics,
     }

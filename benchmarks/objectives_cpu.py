@@ -63,8 +63,8 @@ def main() -> None:
             "first_loss": losses[0], "last_loss": losses[-1], **metrics,
         }
         r = results[name]
-        print(f"{name:30s} loss {r['first_loss']:8.4f} -> {r['last_loss']:8.4f}  zero-shot {r['zeroshot_top1']:.4f}  "
-              f"gap {r['modality_gap']:.4f}  wall {wall:7.1f} s ({r['wall_vs_clip']:.2f}x clip)", flush=True)
+        print(f"{name:30s} loss {r['first_loss']:8.4f} -> {r['last_loss']:8.4f}  zero-shot {r['scenes/zeroshot_top1']:.4f}  "
+              f"gap {r['scenes/modality_gap']:.4f}  wall {wall:7.1f} s ({r['wall_vs_clip']:.2f}x clip)", flush=True)
     out = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "runs": results}
     path = Path(args.out)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = ("zeroshot_top1", "probe_top1", "i2t_r1", "t2i_r1", "modality_gap")
+METRICS = ("scenes/zeroshot_top1", "scenes/probe_top1", "scenes/i2t_r1", "scenes/t2i_r1", "scenes/modality_gap")
 
 
 def main() -> None:

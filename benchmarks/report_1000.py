@@ -4,8 +4,8 @@
 
 Builds a local MLflow store (SQLite + artifacts) holding one sweep of `--runs` synthetic trials shaped
 like the platform's own: 20 values of lambda x seeds, every config key as a param, the tags the
-sweep writes, test/* metrics, val/* histories at three steps, an embeddings.npz per finished trial, and
-2% failed trials. Building the store is not timed; loading the runs and writing the whole report
+sweep writes, every test/* metric of the default benchmark suite, val/zeroshot_avg and
+val/scenes/modality_gap histories at three steps, an embeddings.npz per finished trial, and 2% failed trials. Building the store is not timed; loading the runs and writing the whole report
 (tables, plots, index.md, artifacts logged to the parent run) is, in this process, phase by phase.
 """
 from __future__ import annotations
@@ -30,16 +30,18 @@ def build_store(folder: Path, runs: int) -> tuple[str, str]:
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     from ito_sweeps import config
-    from ito_sweeps.catalog import METRIC_NAMES
 
     uri = f"sqlite:///{folder}/mlflow.db"
     client = MlflowClient(uri)
     experiment = client.create_experiment("bench", artifact_location=(folder / "mlartifacts").as_uri())
     parent = client.create_run(experiment, run_name="bench", tags={
         "search_space": str(ROOT / "search_spaces" / "fusion_weight.yaml"), "search": "grid",
-        "metric": "val/zeroshot_top1", "mode": "max"})
+        "metric": "val/zeroshot_avg", "mode": "max", "profile": "cpu"})
     rng = np.random.default_rng(0)
-    base = config.from_dict({}).flat()
+    default = config.from_dict({})
+    base = default.flat()
+    test_metrics = default.eval.metric_names("test")
+    suite = ",".join(b.name for b in default.eval.benchmarks)
     now = int(time.time() * 1000)
     for i in range(runs):
         lam, seed = LAMBDAS[i % len(LAMBDAS)], i // len(LAMBDAS)
@@ -48,12 +50,12 @@ def build_store(folder: Path, runs: int) -> tuple[str, str]:
         run = client.create_run(experiment, start_time=now, run_name=f"ito views lam={lam:.3g} seed={seed}", tags={
             MLFLOW_PARENT_RUN_ID: parent.info.run_id, "objective": "ito", "seed": str(seed),
             "objective.fusion_weight": str(lam), "run.seed": str(seed), "resources.num_workers": "1",
-            "resources.cpus_per_worker": "2.0", "resources.gpus_per_worker": "0.0"})
+            "resources.cpus_per_worker": "2.0", "resources.gpus_per_worker": "0.0", "benchmarks": suite})
         level = 0.3 + 0.02 * lam - 0.004 * lam**2
         metrics = [Metric(f"val/{k}", level * f + rng.normal(0, 0.01), now, step)
-                   for k in ("zeroshot_top1", "modality_gap") for step, f in zip(VAL_STEPS, (0.6, 0.85, 1.0))]
+                   for k in ("zeroshot_avg", "scenes/modality_gap") for step, f in zip(VAL_STEPS, (0.6, 0.85, 1.0))]
         if not failed:
-            metrics += [Metric(f"test/{k}", level + rng.normal(0, 0.01), now, VAL_STEPS[-1]) for k in METRIC_NAMES]
+            metrics += [Metric(f"test/{k}", level + rng.normal(0, 0.01), now, VAL_STEPS[-1]) for k in test_metrics]
         client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()],
                          tags=[RunTag("sweep", "bench")])
         if not failed:

@@ -2,7 +2,7 @@
 
 Checking a config or a whole search space needs these declarations, not the code behind them: nothing
 here imports torch, so a typo is refused in a second. The implementations register under the same names
-(`objectives.registry.register`, `objectives.latent_structure.REGULARIZERS`, `evaluate.run.evaluate`),
+(`objectives.registry.register`, `objectives.latent_structure.REGULARIZERS`, `evaluate.suite`),
 and the tests hold the two lists equal.
 """
 from __future__ import annotations
@@ -32,13 +32,18 @@ OBJECTIVE_SPECIFIC = (*ALIGNMENT_KEYS, *dict.fromkeys(s for info in OBJECTIVES.v
 
 REGULARIZERS = ("sep", "br", "gc")  # latent_structure's, each with its <name>_weight
 
-# What `evaluate.run.evaluate` returns on the embedded `scenes` data (digits has no `count` task); the loop
-# logs each under val/ and test/, and search spaces check their metric against this list before Ray starts.
-METRIC_NAMES = (
-    "zeroshot_top1", "zeroshot_top1/count", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10",
-    "probe_top1", "modality_gap", "mean_paired_distance", "alignment",
-    "uniformity_image", "uniformity_text", "uniformity_union",
-)
+GEOMETRY_METRICS = ("modality_gap", "mean_paired_distance", "alignment",
+                    "uniformity_image", "uniformity_text", "uniformity_union")
+# What each evaluation task reports for one benchmark (`evaluate.suite`), logged as val|test/BENCHMARK/METRIC;
+# search spaces and table specs check their metrics against a suite with these before Ray starts. Zero-shot
+# classification reports what CLIP_benchmark reports (acc1, acc5 over min(5, classes), mean per-class
+# recall); retrieval also the geometry of the benchmark's image-caption pairs.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "samples": ("samples",),  # every benchmark: how many samples were scored (corrupt ones are skipped)
+    "zeroshot_classification": ("zeroshot_top1", "zeroshot_top5", "zeroshot_mean_per_class_recall"),
+    "zeroshot_retrieval": ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", *GEOMETRY_METRICS),
+    "linear_probe": ("probe_top1",),
+}
 
 
 def unused_keys(flat: dict[str, Any]) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """`ito-sweeps`: train one run, sweep a search space on Ray, report on a sweep, browse the runs, export a model,
-write the embedded benchmark as webdataset shards."""
+evaluate a model on a benchmark suite, write the embedded benchmark as webdataset shards."""
 from __future__ import annotations
 
 import argparse
@@ -12,11 +12,12 @@ from ito_sweeps.errors import UserError
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ito_sweeps.data.paths import check_data_paths
+    from ito_sweeps.data.paths import check_benchmark_paths, check_data_paths
 
     # checked before torch and the training code load: a mistake costs a fraction of a second
     cfg = config_mod.load(args.config, args.set)
     check_data_paths(cfg.data)  # before the progress bar: a wrong path is one line, not a broken bar
+    check_benchmark_paths(cfg)
 
     from tqdm import tqdm
 
@@ -40,9 +41,9 @@ def _train(args: argparse.Namespace) -> int:
         if "train/loss" in record:
             bar.set_postfix(loss=f"{record['train/loss']:.3f}", sps=f"{record['train/samples_per_s']:.0f}",
                             wait=f"{record['train/data_wait_frac']:.0%}")
-        elif "val/zeroshot_top1" in record:
-            bar.write(f"step {step}: val zero-shot top-1 {record['val/zeroshot_top1']:.3f}, "
-                      f"gap {record['val/modality_gap']:.3f}")
+        elif any(key.startswith("val/") for key in record):
+            shown = [k for k in record if k == "val/zeroshot_avg" or k.endswith("/modality_gap")][:2]
+            bar.write(f"step {step}: " + ", ".join(f"{k} {record[k]:.3f}" for k in shown))
 
     try:
         metrics = train(cfg, run_dir, on_metrics=progress, resume=resume if args.resume else None)
@@ -59,6 +60,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from analysis.table_spec import check_benchmarks, spec_for
+    from ito_sweeps.sweep.space import load_space
+
+    # the report's table, found before any trial runs: a column of a benchmark no trial evaluates would
+    # otherwise surface only when the finished sweep is reported
+    space = load_space(args.space, args.profile)
+    spec = spec_for(space.path, space.profile)
+    if spec is not None:
+        check_benchmarks(spec, space.benchmark_names(), where=f"{space.shown()}: its report's table {spec.origin}")
+
     from ito_sweeps.sweep.runner import run_sweep
 
     summary = run_sweep(args.space, profile=args.profile, address=args.address, tracking_uri=args.tracking_uri,
@@ -118,10 +129,30 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ito_sweeps.models.export import export
+    if (args.run_dir is None) == (args.run is None):
+        raise UserError("export: name one model, a run folder (RUN_DIR) or a sweep trial (--run RUN_ID)")
+    from ito_sweeps.models import export
 
-    out = export(Path(args.run_dir), Path(args.out))
-    print(f"exported {args.run_dir} -> {out} (load with open_clip.create_model_and_transforms('local-dir:{out}'))")
+    if args.run is None:
+        out, source = export.export(Path(args.run_dir), Path(args.out)), args.run_dir
+    else:
+        _, run = export.recorded_run(args.run, args.tracking_uri)
+        ckpt = export.trial_checkpoint(run)
+        out, source = export.export_checkpoint(ckpt, Path(args.out)), f"run {args.run} ({ckpt})"
+    print(f"exported {source} -> {out} (load with open_clip.create_model_and_transforms('local-dir:{out}'))")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ito_sweeps.evaluate.command import evaluate_model, format_table
+
+    done = evaluate_model(args.model, Path(args.suite), pretrained=args.pretrained, run_id=args.run,
+                          tracking_uri=args.tracking_uri, batch_size=args.batch_size, device=args.device)
+    print(f"{done.model} on {args.suite} (test split):")
+    for line in format_table(done.metrics):
+        print(f"  {line}")
+    if done.logged_to is not None:
+        print(f"logged as test/BENCHMARK/METRIC to MLflow run {done.logged_to}")
     return 0
 
 
@@ -195,13 +226,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = commands.add_parser(
         "export",
-        help="write a trained run as a plain open_clip model folder (no fusion parameters)",
-        description="Write RUN_DIR's last checkpoint as open_clip_config.json + weights, loadable with "
-        "open_clip.create_model_and_transforms('local-dir:DIR') and open_clip.get_tokenizer('local-dir:DIR').",
+        help="write a trained run or sweep trial as a plain open_clip model folder (no fusion parameters)",
+        description="Write RUN_DIR's last checkpoint, or with --run a sweep trial's latest Ray checkpoint, as "
+        "open_clip_config.json + weights, loadable with open_clip.create_model_and_transforms('local-dir:DIR') "
+        "and open_clip.get_tokenizer('local-dir:DIR').",
     )
-    exp.add_argument("run_dir", metavar="RUN_DIR")
+    exp.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="an `ito-sweeps train` run folder")
+    exp.add_argument("--run", metavar="RUN_ID", help="a sweep trial's MLflow run id, instead of RUN_DIR")
+    exp.add_argument("--tracking-uri", help="MLflow store of --run (default: sqlite:///mlflow.db here)")
     exp.add_argument("--out", required=True, metavar="DIR")
     exp.set_defaults(func=_export)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate an open_clip model on a suite of benchmarks (and log it to an MLflow run)",
+        description="Evaluate MODEL on the benchmarks of SUITE.yaml (a config file, typically eval: {benchmarks: "
+        "[...]}) with open_clip's own eval transform and tokenizer, and print one block of metrics per benchmark. "
+        "MODEL: a folder written by `ito-sweeps export`, run:RUN_ID (a sweep trial's final checkpoint; benchmarks "
+        "without path or embedded read its own held-out data), or an open_clip model name with --pretrained. With "
+        "--run (or run:RUN_ID) the metrics are logged to that run as test/BENCHMARK/METRIC.",
+    )
+    evaluate.add_argument("--model", required=True, metavar="MODEL", help="FOLDER | run:RUN_ID | open_clip model name")
+    evaluate.add_argument("--suite", required=True, metavar="SUITE.yaml")
+    evaluate.add_argument("--pretrained", metavar="FILE_OR_TAG", help="weights of an open_clip model name")
+    evaluate.add_argument("--run", metavar="RUN_ID", help="MLflow run to log the metrics to")
+    evaluate.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db in the current folder)")
+    evaluate.add_argument("--batch-size", type=int, metavar="N", help="images per batch (default: eval.batch_size)")
+    evaluate.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    evaluate.set_defaults(func=_evaluate)
 
     shards = commands.add_parser(
         "make-shards",
@@ -212,13 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
         "with data.dataset=webdataset data.train_data=OUT/train data.val_data=OUT/val data.test_data=OUT/test.",
     )
     shards.add_argument("out", metavar="OUT")
-    shards.add_argument("--config", help="YAML file with a data section (dataset, sizes, image_size, seed)")
+    shards.add_argument("--config", help="YAML file with a data section (dataset, sizes, image_size, seed) and "
+                        "optionally eval.benchmarks (the suite --clip-benchmark writes)")
     shards.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key, e.g. --set data.num_train=2000 (repeatable)")
     shards.add_argument("--shard-size", type=int, default=1000, metavar="N", help="samples per shard (default 1000)")
     shards.add_argument("--format", choices=["png", "jpg"], default="png", help="image encoding (png is lossless)")
-    shards.add_argument("--clip-benchmark", metavar="NAME", help="also write the test split as OUT/wds_NAME/ for "
-                        "`clip_benchmark eval --dataset wds/NAME --dataset_root OUT/wds_NAME`")
+    shards.add_argument("--clip-benchmark", action="store_true", help="also write every benchmark of the config's "
+                        "suite in CLIP_benchmark's layout under OUT/clip_benchmark/ (wds_NAME/, wds_NAME_retrieval/) "
+                        "with OUT/clip_benchmark/suite.yaml, which `ito-sweeps evaluate --suite` runs on those files")
     shards.add_argument("--csv", action="store_true", help="also write each split in open_clip's CSV format "
                         "under OUT/csv/ (columns and separators from data.csv_*)")
     shards.set_defaults(func=_make_shards)

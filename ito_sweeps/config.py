@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from ito_sweeps import catalog, strict_yaml, typed_tree
+from ito_sweeps.eval_config import DEFAULT_BENCHMARKS, BenchmarkConfig, EvalConfig, check_benchmarks  # noqa: F401
 from ito_sweeps.typed_tree import ConfigError, bounded, flatten, set_path  # noqa: F401 - the config's own API
 
 
@@ -159,15 +160,6 @@ class ScheduleConfig:
 
 
 @dataclass
-class EvalConfig:
-    every: int = bounded(100, 0)  # steps between validation passes; 0 = only the final test pass
-    probe_train_size: int = bounded(2_000, 2)  # train images whose frozen features fit the probe
-    probe_c: float = bounded(1.0, 0.0)
-    batch_size: int = bounded(256, 1)
-    embeddings_sample: int = bounded(1_000, 0)  # test pairs whose final embeddings are saved; 0 = none
-
-
-@dataclass
 class RunConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -203,6 +195,8 @@ class Config:
 
 def from_dict(data: dict[str, Any] | None) -> Config:
     cfg = typed_tree.build(Config, data or {})
+    if cfg.eval.benchmarks is None:
+        cfg.eval.benchmarks = DEFAULT_BENCHMARKS[cfg.data.dataset]
     check(cfg)
     if cfg.objective.fusion_weight is None:
         cfg.objective.fusion_weight = catalog.OBJECTIVES[cfg.objective.name].default_fusion_weight
@@ -271,6 +265,7 @@ def check(cfg: Config) -> None:
     if any(j < 0 for j in cfg.data.augment.jitter) or cfg.data.augment.jitter[3] > 0.5:
         raise ConfigError(f"data.augment.jitter: need non-negative values and hue <= 0.5, got {cfg.data.augment.jitter}")
     _check_data_keys(cfg)
+    check_benchmarks(cfg.eval, cfg.data)
 
 
 def check_batch_split(batch_size: int, world_size: int) -> None:
@@ -285,7 +280,9 @@ def check_batch_split(batch_size: int, world_size: int) -> None:
 def _check_data_keys(cfg: Config) -> None:
     data = cfg.data
     streamed = data.dataset in ("webdataset", "csv")
-    needed = {"train_data": True, "val_data": bool(cfg.eval.every), "test_data": True}
+    own = [b for b in cfg.eval.benchmarks or () if b.source == "run"]
+    needed = {"train_data": True, "val_data": any(b.evaluated_at("val", cfg.eval.every) for b in own),
+              "test_data": bool(own)}
     for key, needed_here in needed.items():
         value = getattr(data, key)
         if streamed and needed_here and not value:

@@ -2,7 +2,7 @@
 annotation and its declared range, every error naming the dotted key path.
 
 Generic on purpose: config.py declares the tree and its cross-key rules; this module only knows how
-annotations (int, float, bool, str, Literal, Optional, tuples) and `bounded` ranges read plain values.
+annotations (int, float, bool, str, Literal, Optional, tuples, lists of sections) and `bounded` ranges read plain values.
 """
 from __future__ import annotations
 
@@ -94,6 +94,8 @@ def _join(path: str, name: str) -> str:
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(kind):  # an element of a list of sections, e.g. eval.benchmarks[0]
+        return build(kind, value, key)
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

@@ -8,6 +8,11 @@ metric histories and embeddings artifacts the sweep workers log):
   test/probe_top1 (a missing metric);
 - `lambda`: objective.fusion_weight 0, 2, 6 x seeds 0, 1 (no variants), ITO with fusion.
 
+Metrics are named as the platform's default suite logs them (tag `benchmarks` = SUITE): test/scenes/...
+(zero-shot, probe, retrieval, geometry), test/scenes_count/zeroshot_top1, test/digits/... (zero-shot,
+probe), test/zeroshot_avg (the mean of the three zero-shot values); val/zeroshot_avg and
+val/scenes/modality_gap at each validation step. The parents carry the tags a sweep writes, profile cpu.
+
 Every logged value comes from `Trial` records built here, so tests compute what a table or plot should
 show from `StoreFacts.trials` with pandas, independently of the code under test.
 """
@@ -24,8 +29,12 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 VAL_STEPS = (40, 80, 120)
-METRICS = ("zeroshot_top1", "probe_top1", "i2t_r1", "t2i_r1", "modality_gap", "uniformity_image",
-           "uniformity_text", "uniformity_union")
+SUITE = ("scenes", "scenes_count", "digits")
+METRICS = ("scenes/zeroshot_top1", "scenes/probe_top1", "scenes/i2t_r1", "scenes/t2i_r1", "scenes/modality_gap",
+           "scenes/uniformity_image", "scenes/uniformity_text", "scenes/uniformity_union",
+           "scenes_count/zeroshot_top1", "digits/zeroshot_top1", "digits/probe_top1")
+ZEROSHOT = ("scenes/zeroshot_top1", "scenes_count/zeroshot_top1", "digits/zeroshot_top1")
+VAL_KEYS = ("zeroshot_avg", "scenes/modality_gap")  # the val/ metrics with a history
 ABLATION_ROWS = ("OpenCLIP", "+ multiple alignment", "+ training-time fusion")
 
 
@@ -50,8 +59,9 @@ class StoreFacts:
 
 def _values(rng: np.random.Generator, level: float) -> tuple[dict[str, float], dict[str, list[float]]]:
     test = {name: float(level + rng.normal(0, 0.01)) for name in METRICS}
-    test["modality_gap"] = float(1.0 - level + rng.normal(0, 0.01))
-    val = {name: [float(test[name] * f) for f in (0.6, 0.85, 1.0)] for name in ("zeroshot_top1", "modality_gap")}
+    test["scenes/modality_gap"] = float(1.0 - level + rng.normal(0, 0.01))
+    test["zeroshot_avg"] = float(np.mean([test[name] for name in ZEROSHOT]))
+    val = {name: [float(test[name] * f) for f in (0.6, 0.85, 1.0)] for name in VAL_KEYS}
     return test, val
 
 
@@ -68,13 +78,14 @@ def ablation_trials(rng: np.random.Generator) -> list[Trial]:
                         "objective.latent_structure.regularizers": "[]", "optim.lr": "0.002"},
                 tags={"variant": row, "seed": str(seed), "objective": "clip" if row == "OpenCLIP" else "ito",
                       "resources.num_workers": "1", "resources.cpus_per_worker": "2.0",
-                      "resources.gpus_per_worker": "0.0"},
+                      "resources.gpus_per_worker": "0.0", "benchmarks": ",".join(SUITE)},
                 test=test, val=val, duration_s=60.0 + 10 * seed + (30 if fusion else 0),
             ))
-    del trials[2].test["probe_top1"]  # OpenCLIP seed=2 never logged its probe
+    del trials[2].test["scenes/probe_top1"]  # OpenCLIP seed=2 never logged its probe
     failed = Trial(name="+ training-time fusion seed=3", params=dict(trials[-1].params, **{"run.seed": "3"}),
                    tags=dict(trials[-1].tags, seed="3", error="NonFiniteLoss: loss became NaN at step 7"),
-                   test={}, val={"zeroshot_top1": [0.1], "modality_gap": [0.9]}, duration_s=5.0, status="FAILED")
+                   test={}, val={"zeroshot_avg": [0.1], "scenes/modality_gap": [0.9]}, duration_s=5.0,
+                   status="FAILED")
     return trials + [failed]
 
 
@@ -89,7 +100,7 @@ def lambda_trials(rng: np.random.Generator) -> list[Trial]:
                         "fusion.depth": "2"},
                 tags={"seed": str(seed), "objective.fusion_weight": str(lam), "objective": "ito",
                       "resources.num_workers": "2", "resources.cpus_per_worker": "8.0",
-                      "resources.gpus_per_worker": "1.0"},
+                      "resources.gpus_per_worker": "1.0", "benchmarks": ",".join(SUITE)},
                 test=test, val=val, duration_s=3600.0 * (1 + seed),
             ))
     return trials
@@ -106,7 +117,7 @@ def make_store(tmp_path: Path, embeddings: int = 24, dim: int = 8) -> StoreFacts
         experiment = client.create_experiment(sweep, artifact_location=(tmp_path / "mlartifacts").as_uri())
         parent = client.create_run(experiment, start_time=start, run_name=sweep,
                                    tags={"search_space": f"/spaces/{sweep}.yaml", "search": "grid",
-                                         "metric": "val/zeroshot_top1"})
+                                         "metric": "val/zeroshot_avg", "profile": "cpu"})
         facts.parents[sweep] = parent.info.run_id
         for trial in trials:
             trial.run_id = _log_trial(client, experiment, parent.info.run_id, trial, start, rng, embeddings, dim)

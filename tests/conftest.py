@@ -1,3 +1,4 @@
+import json
 import logging
 import os
 import socket
@@ -11,8 +12,17 @@ from ito_sweeps import config as C
 # open_clip warns on every randomly initialised model, which is every model in these tests
 logging.getLogger().setLevel(logging.ERROR)
 
+# The default suite's benchmarks and tasks (config.DEFAULT_BENCHMARKS["scenes"]), with the digits transfer set
+# cut from 500 + 1000 samples to 48 + 64
+SMALL_SUITE = [
+    {"name": "scenes", "tasks": ["zeroshot_classification", "zeroshot_retrieval", "linear_probe"]},
+    {"name": "scenes_count", "label": "count"},
+    {"name": "digits", "embedded": "digits", "tasks": ["zeroshot_classification", "linear_probe"], "seed": 0,
+     "size": 48, "train_size": 64},
+]
+
 # A few seconds per run on 2 cores: small data, few steps, every feature still on.
-FAST = [
+FAST = [f"eval.benchmarks={json.dumps(SMALL_SUITE)}",
     "data.num_train=128", "data.num_val=32", "data.num_test=64", "data.batch_size=32", "data.num_workers=0",
     "schedule.steps=4", "schedule.warmup_steps=1", "eval.every=0", "eval.probe_train_size=64",
     "run.log_every=1", "run.device=cpu",

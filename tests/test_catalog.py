@@ -1,7 +1,7 @@
 """The torch-free declarations (ito_sweeps/catalog.py) agree with the code behind them.
 
 Configs and search spaces are checked against the catalog alone, so a name declared there but not
-implemented, a metric name the evaluation never reports, or a key declared unused that training does
+implemented, a metric name the evaluation suite never reports, or a key declared unused that training does
 read would each let a mistake through, or merge two different trials into one. The last is tested by
 training: two configs that differ only in a key the catalog calls unused must train bit-identically.
 """
@@ -15,8 +15,8 @@ import torch
 from ito_sweeps import catalog
 from ito_sweeps import config as C
 from ito_sweeps.data.loader import build_splits
-from ito_sweeps.evaluate.run import Embedder, evaluate
-from ito_sweeps.models.towers import ITOModel, build_tokenizer
+from ito_sweeps.evaluate.suite import Encoder, evaluate_suite
+from ito_sweeps.models.towers import ITOModel, build_tokenizer, eval_transform
 from ito_sweeps.objectives.latent_structure import REGULARIZERS
 from ito_sweeps.objectives.registry import OBJECTIVES
 from ito_sweeps.train.loop import train
@@ -27,13 +27,21 @@ def test_declared_names_are_the_implemented_ones():
     assert tuple(REGULARIZERS) == catalog.REGULARIZERS
 
 
-def test_the_metric_names_are_what_evaluation_reports_on_scenes(fast_cfg):
-    cfg = fast_cfg()
-    splits = build_splits(cfg.data)
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_the_metric_names_are_what_evaluation_reports(fast_cfg, split):
+    # every task, a transfer set, and one benchmark left out of validation passes (val_size 0)
+    suite = ('[{name: scenes, tasks: [zeroshot_classification, zeroshot_retrieval, linear_probe]}, '
+             '{name: count, label: count}, {name: digits, embedded: digits, seed: 0, size: 40, train_size: 40, '
+             'tasks: [linear_probe, zeroshot_retrieval]}, {name: shapes, embedded: scenes, size: 30, val_size: 0}]')
+    cfg = fast_cfg(f"eval.benchmarks={suite}", "eval.every=2")
     model = ITOModel(cfg, with_fusion=False, independent_heads=False)
-    embed = Embedder(model, build_tokenizer(cfg), torch.device("cpu"), 64, contextlib.nullcontext)
-    metrics = evaluate(embed, splits["test"], splits["train"].subset(slice(0, 64)), cfg.eval, seed=0)
-    assert set(metrics) == set(catalog.METRIC_NAMES)
+    encoder = Encoder(model.clip, build_tokenizer(cfg), eval_transform(cfg), torch.device("cpu"), 64,
+                      contextlib.nullcontext)
+    metrics, _ = evaluate_suite(encoder, cfg, split, own=build_splits(cfg.data))
+    assert set(metrics) == set(cfg.eval.metric_names(split))
+    assert ("shapes/zeroshot_top1" in metrics) == (split == "test")
+    assert metrics["zeroshot_avg"] == pytest.approx(
+        sum(v for k, v in metrics.items() if k.endswith("/zeroshot_top1")) / (3 if split == "test" else 2))
 
 
 def test_checking_configs_and_spaces_imports_no_heavy_library():

@@ -9,9 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ito_sweeps", "analysis")
 MAX_LINES = 400
-# config.py's own floor: the generic typed tree, the declared names, strict YAML, the error base (and the
+# config.py's own floor: its eval section, the generic typed tree, the declared names, strict YAML, the error base (and the
 # package itself, whose __init__ imports nothing)
-GROUND_FLOOR = {"ito_sweeps", "ito_sweeps.config", "ito_sweeps.typed_tree", "ito_sweeps.catalog",
+GROUND_FLOOR = {"ito_sweeps", "ito_sweeps.config", "ito_sweeps.eval_config", "ito_sweeps.typed_tree", "ito_sweeps.catalog",
                 "ito_sweeps.strict_yaml", "ito_sweeps.errors"}
 
 

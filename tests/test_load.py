@@ -25,11 +25,13 @@ def test_a_sweep_loads_one_row_per_trial_with_what_was_logged(analysis_store):
         assert row["params.objective.fusion_weight"] == float(trial.params["objective.fusion_weight"])
         assert row["params.objective.latent_structure.regularizers"] == ()
         assert row["tags.variant"] == trial.tags["variant"]
-        for name in ("zeroshot_top1", "probe_top1", "modality_gap"):
+        assert row["tags.benchmarks"] == "scenes,scenes_count,digits"
+        for name in ("scenes/zeroshot_top1", "scenes/probe_top1", "scenes/modality_gap", "digits/zeroshot_top1",
+                     "zeroshot_avg"):
             value = row[f"metrics.test/{name}"]
             assert value == trial.test[name] if name in trial.test else math.isnan(value)
         # the final val/* value is the last step's
-        assert row["metrics.val/zeroshot_top1"] == trial.val["zeroshot_top1"][-1]
+        assert row["metrics.val/zeroshot_avg"] == trial.val["zeroshot_avg"][-1]
     assert sorted(runs.finished["run_id"]) == sorted(t.run_id for t in logged.values() if t.status == "FINISHED")
 
 
@@ -42,15 +44,15 @@ def test_an_experiment_without_a_sweep_filter_loads_all_its_trials(analysis_stor
 def test_histories_best_values_and_artifacts(analysis_store):
     runs = load_runs(analysis_store.tracking_uri, experiment="ablation")
     logged = {t.run_id: t for t in analysis_store.trials["ablation"]}
-    history = runs.history(["val/zeroshot_top1", "val/modality_gap"])
+    history = runs.history(["val/zeroshot_avg", "val/scenes/modality_gap"])
     expected = pd.DataFrame(
         [(r, f"val/{k}", step, v) for r, t in logged.items() for k, values in t.val.items()
          for step, v in zip(VAL_STEPS, values)],
         columns=["run_id", "key", "step", "value"],
     ).sort_values(["run_id", "key", "step"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(history, expected)
-    best = runs.best("val/modality_gap", "min")
-    assert best.to_dict() == {r: min(t.val["modality_gap"]) for r, t in logged.items()}
+    best = runs.best("val/scenes/modality_gap", "min")
+    assert best.to_dict() == {r: min(t.val["scenes/modality_gap"]) for r, t in logged.items()}
     for run_id, trial in logged.items():
         path = runs.artifact(run_id, "embeddings.npz")
         if trial.status == "FINISHED":

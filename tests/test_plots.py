@@ -24,10 +24,11 @@ from analysis.table_spec import RowSpec, load_spec, spec_for
 from analysis.tables import build_table
 from tests.analysis_store import ABLATION_ROWS, VAL_STEPS
 
-GEOMETRY = ["modality_gap", "uniformity_image", "uniformity_text", "uniformity_union"]
+GEOMETRY = ["scenes/modality_gap", "scenes/uniformity_image", "scenes/uniformity_text", "scenes/uniformity_union"]
 START_MS = 1_700_000_000_000
+SUITE_GAPS = {"A": ((0.5, 0.4), (0.9, 0.8)), "B": ((0.3, 0.2), (0.7, 0.6))}  # val/mscoco, val/flickr gap per step
 
-# (fusion_weight, depth, final val/zeroshot_top1, status) per Optuna trial, in start order
+# (fusion_weight, depth, final val/zeroshot_avg, status) per Optuna trial, in start order
 OPTUNA_TRIALS = [(0.3, 1, 0.30, "FINISHED"), (1.5, 2, 0.35, "FINISHED"), (7.0, 4, 0.33, "FINISHED"),
                  (0.8, 2, 0.90, "FAILED"), (2.5, 2, 0.41, "FINISHED"), (5.0, 1, 0.39, "FINISHED"),
                  (0.5, 2, 0.28, "FINISHED"), (3.0, 4, 0.40, "FINISHED")]
@@ -45,15 +46,15 @@ def edge_uri(analysis_store, tmp_path_factory):
     edge = _experiment(client, folder, "edge")
     embeddings = {"image": _unit(rng.normal(size=(6, 4))), "text": _unit(rng.normal(size=(6, 4)))}
     # A seed=0 logged step 40 twice (a trial restored from an earlier checkpoint): the later value counts
-    _log_run(client, edge, "A seed=0", {"variant": "A", "seed": "0"}, {"test/modality_gap": 0.5},
+    _log_run(client, edge, "A seed=0", {"variant": "A", "seed": "0"}, {"test/scenes/modality_gap": 0.5},
              history=[(40, 0.9), (40, 0.2), (80, 0.5)])
-    _log_run(client, edge, "A seed=1", {"variant": "A", "seed": "1"}, {"test/modality_gap": 0.7},
+    _log_run(client, edge, "A seed=1", {"variant": "A", "seed": "1"}, {"test/scenes/modality_gap": 0.7},
              history=[(40, 0.4), (80, 0.7)], embeddings=embeddings)
-    _log_run(client, edge, "B seed=0", {"variant": "B", "seed": "0"}, {"test/modality_gap": 0.2})
+    _log_run(client, edge, "B seed=0", {"variant": "B", "seed": "0"}, {"test/scenes/modality_gap": 0.2})
     # left out everywhere: still running (its seed sorts first), or failed
-    _log_run(client, edge, "A seed=-1", {"variant": "A", "seed": "-1"}, {"test/modality_gap": 9.0},
+    _log_run(client, edge, "A seed=-1", {"variant": "A", "seed": "-1"}, {"test/scenes/modality_gap": 9.0},
              history=[(40, 9.0), (80, 9.0)], embeddings=embeddings, status="RUNNING")
-    _log_run(client, edge, "C seed=0", {"variant": "C", "seed": "0"}, {"test/modality_gap": 9.0},
+    _log_run(client, edge, "C seed=0", {"variant": "C", "seed": "0"}, {"test/scenes/modality_gap": 9.0},
              embeddings=embeddings, status="FAILED")
 
     optuna = _experiment(client, folder, "optuna")
@@ -61,14 +62,24 @@ def edge_uri(analysis_store, tmp_path_factory):
         swept = {"objective.fusion_weight": str(weight), "fusion.depth": str(depth)}
         _log_run(client, optuna, f"trial {i}", {**swept, "seed": "0", "ray.trial_id": f"t{i}",
                                                   "resources.num_workers": "1"},
-                 {"val/zeroshot_top1": score}, params={**swept, "run.seed": "0"}, status=status, start=i)
+                 {"val/zeroshot_avg": score}, params={**swept, "run.seed": "0"}, status=status, start=i)
 
     # fusion.depth applies to trials 1 and 2 only: the others keep a default in params but get no tag
     conditional = _experiment(client, folder, "optuna_conditional")
     for i, (weight, depth, score, _) in enumerate(OPTUNA_TRIALS[:4]):
         tags = {"objective.fusion_weight": str(weight), **({"fusion.depth": str(depth)} if i in (1, 2) else {})}
-        _log_run(client, conditional, f"trial {i}", tags, {"val/zeroshot_top1": score},
+        _log_run(client, conditional, f"trial {i}", tags, {"val/zeroshot_avg": score},
                  params={"objective.fusion_weight": str(weight), "fusion.depth": str(depth)}, start=i)
+    # a suite whose retrieval benchmarks are its second and third (sorted, flickr's columns come first)
+    suite = _experiment(client, folder, "suite")
+    for variant, (mscoco, flickr) in SUITE_GAPS.items():
+        _log_run(client, suite, f"{variant} seed=0", {"variant": variant, "seed": "0",
+                                                       "benchmarks": "imagenet1k,mscoco,flickr"},
+                 {"test/imagenet1k/zeroshot_top1": 0.5, "test/mscoco/modality_gap": mscoco[-1],
+                  "test/flickr/modality_gap": flickr[-1]},
+                 history=[(40, 0.1), (80, 0.2)],
+                 histories={"val/mscoco/modality_gap": list(zip((40, 80), mscoco)),
+                            "val/flickr/modality_gap": list(zip((40, 80), flickr))})
     return uri
 
 
@@ -76,11 +87,14 @@ def _experiment(client, folder, name):
     return client.create_experiment(name, artifact_location=(folder / "mlartifacts" / name).as_uri())
 
 
-def _log_run(client, experiment, name, tags, metrics, *, params=None, history=(), embeddings=None,
+def _log_run(client, experiment, name, tags, metrics, *, params=None, history=(), histories=None, embeddings=None,
              status="FINISHED", start=0):
-    """A run with final `metrics` (at step 120) and a val/zeroshot_top1 `history` of (step, value), in order."""
+    """A run with final `metrics` (at step 120), a val/zeroshot_avg `history` of (step, value) and more
+    `histories` (key -> [(step, value)]), each in order."""
     run_id = client.create_run(experiment, start_time=START_MS + start, run_name=name).info.run_id
-    logged = [Metric("val/zeroshot_top1", v, START_MS + i, step) for i, (step, v) in enumerate(history)]
+    histories = {"val/zeroshot_avg": history, **(histories or {})}
+    logged = [Metric(key, v, START_MS + i, step) for key, values in histories.items()
+              for i, (step, v) in enumerate(values)]
     client.log_batch(run_id, metrics=logged + [Metric(k, v, START_MS, 120) for k, v in metrics.items()],
                      params=[Param(k, v) for k, v in (params or {}).items()],
                      tags=[RunTag(k, v) for k, v in tags.items()])
@@ -120,7 +134,7 @@ def _text(ax):
 
 def _rows(by, **more):
     """The row definition of a table spec, as a report hands it to the figures."""
-    return load_spec({"rows": {"by": by, **more}, "columns": [{"metric": "test/zeroshot_top1"}]}).rows
+    return load_spec({"rows": {"by": by, **more}, "columns": [{"metric": "test/scenes/zeroshot_top1"}]}).rows
 
 
 BY_VARIANT = RowSpec(by=("tags.variant",))
@@ -189,6 +203,7 @@ def test_geometry_against_a_numeric_param_shows_mean_and_std_over_seeds(analysis
     fig = plots.geometry_vs_param(runs, "params.objective.fusion_weight")
 
     expected = _logged(analysis_store, "lambda").groupby("lam")[GEOMETRY].agg(["mean", "std"])
+    assert fig.get_suptitle() == "Test geometry of scenes against objective.fusion_weight"
     gap_ax, uniformity_ax = fig.axes
     assert (gap_ax.get_title(), uniformity_ax.get_title()) == ("modality gap", "uniformity")
     assert len(gap_ax.containers) == 1 and len(uniformity_ax.containers) == 3
@@ -204,7 +219,7 @@ def test_geometry_against_a_categorical_param_uses_sorted_categories(analysis_st
     runs = _runs(analysis_store.tracking_uri, "ablation")
     fig = plots.geometry_vs_param(runs, "tags.variant")
 
-    expected = _logged(analysis_store, "ablation").groupby("variant")["modality_gap"].agg(["mean", "std"])
+    expected = _logged(analysis_store, "ablation").groupby("variant")["scenes/modality_gap"].agg(["mean", "std"])
     expected = expected.loc[sorted(ABLATION_ROWS)]  # the failed run logged no test metrics
     x, mean, half = _error_bars(fig.axes[0].containers[0])
     np.testing.assert_allclose(x, [0, 1, 2])
@@ -218,7 +233,7 @@ def test_geometry_says_which_metrics_were_never_logged(analysis_store):
     gap_only = dataclasses.replace(runs, trials=runs.trials.drop(columns=[f"metrics.test/{m}" for m in GEOMETRY[1:]]))
     gap_ax, uniformity_ax = plots.geometry_vs_param(gap_only, "params.objective.fusion_weight").axes
     assert len(gap_ax.containers) == 1
-    assert not uniformity_ax.containers and "no test uniformity metric logged" in _text(uniformity_ax)
+    assert not uniformity_ax.containers and "no test uniformity metric of scenes logged" in _text(uniformity_ax)
 
 
 def test_geometry_leaves_out_unfinished_runs_and_draws_nothing_without_them(edge_uri):
@@ -240,7 +255,8 @@ def test_dynamics_draws_the_mean_over_seeds_in_a_min_max_band(analysis_store):
     fig = plots.dynamics(runs, _rows("tags.variant", order=list(ABLATION_ROWS)))
 
     finished = [t for t in analysis_store.trials["ablation"] if t.status == "FINISHED"]
-    assert [ax.get_title() for ax in fig.axes] == ["val/zeroshot_top1", "val/modality_gap"]
+    # the default keys: the zero-shot average and the gap of the suite's retrieval benchmark, scenes
+    assert [ax.get_title() for ax in fig.axes] == ["val/zeroshot_avg", "val/scenes/modality_gap"]
     for ax in fig.axes:
         name = ax.get_title().removeprefix("val/")
         lines, bands = ax.get_lines(), [c for c in ax.collections if isinstance(c, PolyCollection)]
@@ -257,7 +273,7 @@ def test_dynamics_draws_the_mean_over_seeds_in_a_min_max_band(analysis_store):
 
 
 def test_dynamics_counts_each_finished_run_once_per_step(edge_uri):
-    fig = plots.dynamics(_runs(edge_uri, "edge"), BY_VARIANT, keys=("val/zeroshot_top1",))
+    fig = plots.dynamics(_runs(edge_uri, "edge"), BY_VARIANT, keys=("val/zeroshot_avg",))
     [a] = fig.axes[0].get_lines()  # B logged no history; the running A seed=-1 is left out
     np.testing.assert_allclose(a.get_ydata(), [np.mean([0.2, 0.4]), np.mean([0.5, 0.7])])  # the last step-40 value
 
@@ -265,7 +281,7 @@ def test_dynamics_counts_each_finished_run_once_per_step(edge_uri):
 def test_dynamics_notes_a_key_nobody_logged_and_returns_none_without_history(analysis_store):
     runs = _runs(analysis_store.tracking_uri, "lambda")
     by_lambda = _rows("params.objective.fusion_weight")
-    fig = plots.dynamics(runs, by_lambda, keys=("val/zeroshot_top1", "val/nothing"))
+    fig = plots.dynamics(runs, by_lambda, keys=("val/zeroshot_avg", "val/nothing"))
     logged, missing = fig.axes
     # numbers sorted numerically, shown as the table shows them; the legend says what they are
     assert [line.get_label() for line in logged.get_lines()] == ["0", "2", "6"]
@@ -289,12 +305,29 @@ def test_a_setting_has_the_label_of_its_table_row(analysis_store):
     assert [ax.get_title().split("\n")[0] for ax in scatter.axes] == table_labels
 
 
+def test_figures_draw_the_geometry_of_the_suites_first_retrieval_benchmark(edge_uri):
+    runs = _runs(edge_uri, "suite")
+    fig = plots.geometry_vs_param(runs, "tags.variant")
+    assert fig.get_suptitle() == "Test geometry of mscoco against variant"  # the suite's order, not the columns'
+    _, mean, _ = _error_bars(fig.axes[0].containers[0])
+    np.testing.assert_allclose(mean, [SUITE_GAPS[v][0][-1] for v in ("A", "B")])
+    assert "no test uniformity metric of mscoco logged" in _text(fig.axes[1])
+    flickr = plots.geometry_vs_param(runs, "tags.variant", benchmark="flickr")
+    np.testing.assert_allclose(_error_bars(flickr.axes[0].containers[0])[1], [SUITE_GAPS[v][1][-1] for v in ("A", "B")])
+    assert plots.geometry_vs_param(runs, "tags.variant", benchmark="imagenet1k") is None  # no geometry logged
+
+    dynamics = plots.dynamics(runs, BY_VARIANT)
+    assert [ax.get_title() for ax in dynamics.axes] == ["val/zeroshot_avg", "val/mscoco/modality_gap"]
+    for line, variant in zip(dynamics.axes[1].get_lines(), ("A", "B")):
+        np.testing.assert_allclose(line.get_ydata(), SUITE_GAPS[variant][0])
+
+
 # ---- Optuna -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode, running", [("max", np.maximum.accumulate), ("min", np.minimum.accumulate)])
 def test_optuna_history_and_importances_of_the_swept_params(edge_uri, mode, running):
-    fig = plots.optuna_views(_runs(edge_uri, "optuna"), "val/zeroshot_top1", mode)
+    fig = plots.optuna_views(_runs(edge_uri, "optuna"), "val/zeroshot_avg", mode)
 
     history, importance = fig.axes
     scores = [score for _, _, score, status in OPTUNA_TRIALS if status == "FINISHED"]  # in start order
@@ -310,17 +343,17 @@ def test_optuna_history_and_importances_of_the_swept_params(edge_uri, mode, runn
 
 def test_optuna_with_one_swept_param_or_no_variation(edge_uri):
     runs = _runs(edge_uri, "optuna")
-    one = plots.optuna_views(_restrict(runs, lambda t: t["params.fusion.depth"] == 2), "val/zeroshot_top1", "max")
+    one = plots.optuna_views(_restrict(runs, lambda t: t["params.fusion.depth"] == 2), "val/zeroshot_avg", "max")
     assert [t.get_text() for t in one.axes[1].get_yticklabels()] == ["objective.fusion_weight"]
     assert [bar.get_width() for bar in one.axes[1].patches] == pytest.approx([1.0])
 
-    flat = dataclasses.replace(runs, trials=runs.trials.assign(**{"metrics.val/zeroshot_top1": 0.5}))
-    fig = plots.optuna_views(flat, "val/zeroshot_top1", "max")
+    flat = dataclasses.replace(runs, trials=runs.trials.assign(**{"metrics.val/zeroshot_avg": 0.5}))
+    fig = plots.optuna_views(flat, "val/zeroshot_avg", "max")
     assert not fig.axes[1].patches and "every trial scored the same" in _text(fig.axes[1])
 
 
 def test_optuna_leaves_out_a_conditional_params_unused_default(edge_uri):
-    fig = plots.optuna_views(_runs(edge_uri, "optuna_conditional"), "val/zeroshot_top1", "max")
+    fig = plots.optuna_views(_runs(edge_uri, "optuna_conditional"), "val/zeroshot_avg", "max")
     # Optuna weighs only what every trial set: the unused default must not stand in for fusion.depth
     assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == ["objective.fusion_weight"]
 
@@ -328,10 +361,10 @@ def test_optuna_leaves_out_a_conditional_params_unused_default(edge_uri):
 def test_optuna_needs_two_finished_trials_with_the_metric_and_a_mode(edge_uri):
     runs = _runs(edge_uri, "optuna")
     with pytest.raises(AnalysisError, match="mode must be 'max' or 'min', got 'best'"):
-        plots.optuna_views(runs, "val/zeroshot_top1", "best")
+        plots.optuna_views(runs, "val/zeroshot_avg", "best")
     assert plots.optuna_views(runs, "val/nothing", "max") is None
     assert plots.optuna_views(_restrict(runs, lambda t: t["run_name"].isin(["trial 0", "trial 3"])),
-                              "val/zeroshot_top1", "max") is None  # trial 3 failed
+                              "val/zeroshot_avg", "max") is None  # trial 3 failed
 
 
 # ---- saving -------------------------------------------------------------------------------------------

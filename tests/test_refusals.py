@@ -1,13 +1,16 @@
 """Mistakes that could only fail later are refused by the command itself, in seconds, before Ray starts and
 before anything is recorded: run as a user runs them, against a store that already holds runs."""
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ito_sweeps.cli import main
 from ito_sweeps.sweep.feasibility import check_local, local_capacity
 from ito_sweeps.sweep.space import SpaceError, load_space
 
@@ -103,6 +106,75 @@ def test_gpus_on_a_machine_that_has_none(tmp_path, store):
 def test_missing_space_file_is_refused_at_once(tmp_path, store):
     line = refused(tmp_path, store, "sweep", str(tmp_path / "missing.yaml"), "--tracking-uri", store)
     assert "missing.yaml: search space file not found" in line
+
+
+# ---- evaluation suites: every benchmark's files and names, checked before any training -------------------
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """make-shards' output with three broken copies of its test split: no class files, no labels, no captions."""
+    out = tmp_path_factory.mktemp("shards")
+    assert main(["make-shards", str(out), "--set", "data.num_train=40", "--set", "data.num_val=8", "--set",
+                 "data.num_test=16", "--set", "data.batch_size=8", "--shard-size", "8"]) == 0
+    for name, drop in (("unlabelled", {"cls", "json"}), ("captionless", {"txt", "json"})):
+        folder = out / name / "test"
+        folder.mkdir(parents=True)
+        for shard in sorted((out / "test").glob("*.tar")):
+            with tarfile.open(shard) as source, tarfile.open(folder / shard.name, "w") as target:
+                for member in source:
+                    if member.name.partition(".")[2] not in drop:
+                        target.addfile(member, source.extractfile(member))
+    shutil.copytree(out / "test", out / "classless" / "test")
+    return out
+
+
+def suite_space(benchmarks: str, metric: str = "test/zeroshot_avg") -> str:
+    return SPACE + f"metric: {metric}\nprofiles:\n  cpu: {{config: {{eval.benchmarks: {benchmarks}}}}}\n"
+
+
+@pytest.mark.parametrize("benchmarks, expected", [
+    ("[{name: imagenet1k, path: /nowhere/wds_imagenet1k/test}]",
+     "eval.benchmarks[0] (imagenet1k).path: /nowhere/wds_imagenet1k/test does not exist"),
+    ("[{name: bare, path: SHARDS/classless/test}]",
+     "eval.benchmarks[0] (bare).path: no classnames.txt and zeroshot_classification_templates.txt beside"),
+    ("[{name: coco, path: SHARDS/captionless/test, tasks: [zeroshot_retrieval]}]",
+     "eval.benchmarks[0] (coco).path: the first sample of SHARDS/captionless/test has no caption"),
+    ("[{name: p, path: SHARDS/test, tasks: [linear_probe], train_path: SHARDS/unlabelled/test}]",
+     "eval.benchmarks[0] (p).train_path: the first sample of SHARDS/unlabelled/test has no label"),
+    ("[{name: p, path: SHARDS/test, tasks: [linear_probe]}]",
+     "eval.benchmarks[0] (p).train_path: a linear_probe on files needs a labelled train split"),
+    ("[{name: a}, {name: a, embedded: digits}]", "eval.benchmarks[1].name: two benchmarks are named 'a'"),
+], ids=["missing path", "no class files", "retrieval without captions", "probe without labels",
+        "probe without a train split", "two benchmarks with one name"])
+def test_a_benchmark_that_cannot_be_evaluated(tmp_path, store, shards, benchmarks, expected):
+    name = expected.split("(")[1].split(")")[0] if "(" in expected else "a"
+    # a metric the suite reports, so that the benchmark's own problem is the one found
+    line = sweep_refused(tmp_path, store, suite_space(benchmarks.replace("SHARDS", str(shards)), f"test/{name}/samples"))
+    assert expected.replace("SHARDS", str(shards)) in line
+
+
+def test_a_sweep_metric_of_a_benchmark_that_is_not_configured(tmp_path, store):
+    line = sweep_refused(tmp_path, store, suite_space("[{name: scenes}]", metric="test/imagenet1k/zeroshot_top1"))
+    assert "metric: 'test/imagenet1k/zeroshot_top1' is never reported: did you mean test/scenes/zeroshot_top1? " \
+           "the configured benchmarks (eval.benchmarks) are scenes;" in line
+
+
+def test_a_report_column_of_a_benchmark_no_trial_evaluates(tmp_path, store):
+    # a space named smoke gets the shipped smoke table, whose transfer columns read the digits benchmark
+    space = tmp_path / "smoke.yaml"
+    space.write_text(suite_space("[{name: scenes}]", metric="test/scenes/samples"))
+    line = refused(tmp_path, store, "sweep", str(space), "--tracking-uri", store, "--storage", str(tmp_path / "ray"))
+    assert f"{space} (profile cpu): its report's table " in line
+    assert "analysis/specs/smoke.yaml: columns[5].metric: 'test/digits/zeroshot_top1' names benchmark 'digits', " \
+           "which these runs do not evaluate (their benchmarks: scenes)" in line
+
+
+def test_a_train_command_with_a_broken_benchmark(tmp_path, store, shards):
+    line = refused(tmp_path, store, "train", "--set", f"eval.benchmarks=[{{name: x, path: {shards}/classless/test}}]",
+                   "--out", str(tmp_path / "run"))
+    assert "eval.benchmarks[0] (x).path: no classnames.txt" in line
+    assert not (tmp_path / "run").exists()
 
 
 # ---- what a local Ray would have: checked without starting it ----------------------------------------

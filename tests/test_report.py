@@ -45,6 +45,56 @@ def test_report_of_an_experiment_finds_the_swept_parameter(analysis_store, tmp_p
     assert (out / "geometry.png").read_bytes().startswith(PNG)  # lambda is numeric: gap against it
     index = (out / "index.md").read_text()
     assert "Table layout: generic" in index and "lam" in (out / "table.md").read_text().lower()
+    # the generic table shows what the runs' suite logged, benchmark by benchmark
+    header = (out / "table.md").read_text().splitlines()[2]
+    assert header == ("| objective.fusion\\_weight | n | scenes ZS | scenes probe | scenes I→T R@1 | scenes T→I R@1 | "
+                      "scenes\\_count ZS | digits ZS | digits probe | ZS avg | scenes modality gap | GPU-hours |")
+
+
+def _copy(analysis_store, tmp_path) -> str:
+    """A copy of the shared store, whose parent runs a test may retag."""
+    store = tmp_path / "copy.db"
+    shutil.copy(analysis_store.tracking_uri.removeprefix("sqlite:///"), store)
+    return f"sqlite:///{store}"
+
+
+def test_the_shipped_spec_is_found_by_search_space_and_profile(analysis_store, tmp_path, capsys):
+    uri = _copy(analysis_store, tmp_path)
+    client, parent = MlflowClient(uri), analysis_store.parents["ablation"]
+    client.set_tag(parent, "search_space", "/somewhere/search_spaces/ablation_components.yaml")
+    out = tmp_path / "cpu"
+    assert main(["report", "--sweep", parent, "--tracking-uri", uri, "--out", str(out)]) == 0
+    assert "Table layout: analysis/specs/ablation_components.yaml." in (out / "index.md").read_text()
+    table = build_table(load_runs(uri, sweep=parent), load_spec(f"{SPECS}/ablation_components.yaml"))
+    assert (out / "table.md").read_text() == table.to_markdown()
+    # under the gpu profile the gpu spec is chosen, whose ImageNet-1k columns these scenes runs never logged
+    client.set_tag(parent, "profile", "gpu")
+    assert main(["report", "--sweep", parent, "--tracking-uri", uri, "--out", str(tmp_path / "gpu")]) == 2
+    err = capsys.readouterr().err
+    assert (f"analysis/specs/ablation_components.gpu.yaml: columns[0].metric: 'test/imagenet1k/zeroshot_top1' "
+            f"names benchmark 'imagenet1k', which these runs do not evaluate (their benchmarks: scenes, "
+            f"scenes_count, digits)") in err and "Traceback" not in err
+
+
+def test_a_given_spec_naming_a_benchmark_the_runs_lack_is_refused(analysis_store, tmp_path, capsys):
+    spec = tmp_path / "coco.yaml"
+    spec.write_text("rows: {by: tags.variant}\ncolumns:\n  - {metric: test/scenes/zeroshot_top1}\n"
+                    "  - {metric: test/zeroshot_avg}\n  - {metric: test/mscoco/i2t_r1}\n")
+    assert main(["report", "--experiment", "ablation", "--tracking-uri", analysis_store.tracking_uri,
+                 "--spec", str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {spec}: columns[2].metric: 'test/mscoco/i2t_r1' names benchmark 'mscoco', which these runs do "
+        f"not evaluate (their benchmarks: scenes, scenes_count, digits)")
+
+
+def test_an_optuna_sweep_is_drawn_on_the_zero_shot_average_by_default(analysis_store, tmp_path):
+    uri = _copy(analysis_store, tmp_path)
+    client, parent = MlflowClient(uri), analysis_store.parents["lambda"]
+    client.set_tag(parent, "search", "optuna")
+    client.delete_tag(parent, "metric")  # no metric recorded: the default, val/zeroshot_avg
+    out = tmp_path / "optuna"
+    assert main(["report", "--sweep", parent, "--tracking-uri", uri, "--out", str(out)]) == 0
+    assert (out / "optuna.png").read_bytes().startswith(PNG)
 
 
 def test_unknown_and_empty_experiments_give_one_clear_line(analysis_store, tmp_path, capsys):

@@ -16,19 +16,26 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
+from ito_sweeps import config as C
 from ito_sweeps.cli import main
-from tests.conftest import free_port
+from ito_sweeps.evaluate.suite import Encoder, evaluate_suite
+from ito_sweeps.models.towers import ITOModel, build_tokenizer, eval_transform
+from tests.conftest import SMALL_SUITE, free_port
 from tests.servers import start_mlflow_server, stop
 
 TINY = {
+    "eval.benchmarks": SMALL_SUITE,
     "data.num_train": 128, "data.num_val": 32, "data.num_test": 64, "data.batch_size": 32, "data.num_workers": 0,
     "schedule.warmup_steps": 1, "eval.probe_train_size": 64, "eval.embeddings_sample": 0, "run.log_every": 1,
     "objective.name": "clip",
@@ -88,7 +95,7 @@ def server(cluster, tmp_path_factory):
 def write_space(path, variants, steps, extra=None, **top):
     doc = {
         "config": {**TINY, "schedule.steps": steps, "eval.every": 10, **(extra or {})},
-        "search": "grid", "metric": "val/zeroshot_top1", "mode": "max", "seeds": [0],
+        "search": "grid", "metric": "val/scenes/zeroshot_top1", "mode": "max", "seeds": [0],
         "variants": [{"name": name, "set": values} for name, values in variants.items()],
         "resources": {"num_workers": 2, "cpus_per_worker": 1, "placement_strategy": "STRICT_SPREAD"},
         "max_concurrent_trials": 1,
@@ -96,6 +103,26 @@ def write_space(path, variants, steps, extra=None, **top):
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def assert_one_process_agrees(run):
+    """The run's final test metrics, which its Train workers computed together, equal this process's evaluation
+    of the trial's final checkpoint on the same files."""
+    final = sorted(Path(run.data.tags["checkpoints"]).glob("checkpoint_*/checkpoint.pt"))[-1]
+    state = torch.load(final, map_location="cpu", weights_only=True)
+    cfg = C.from_dict(state["config"])
+    model = ITOModel(cfg, with_fusion=False)
+    model.clip.load_state_dict({k.removeprefix("clip."): v for k, v in state["model"].items() if k.startswith("clip.")})
+    encoder = Encoder(model.clip, build_tokenizer(cfg), eval_transform(cfg), torch.device("cpu"), 64, nullcontext)
+    alone, _ = evaluate_suite(encoder, cfg, "test")
+    logged = {k.removeprefix("test/"): v for k, v in run.data.metrics.items() if k.startswith("test/")}
+    assert alone["scenes/samples"] == 64 and alone["digits/samples"] == 48
+    for key, value in alone.items():
+        # two ranks embed in other batch layouts, so features differ in float rounding (about 1e-7): ranks and
+        # counts agree, but the probe's L-BFGS fit may move a sample (tests/test_eval_distributed.py holds
+        # the gathering exact by embedding row by row)
+        close = 2 / alone[key.replace("probe_top1", "samples")] if key.endswith("probe_top1") else 1e-6
+        assert logged[key] == pytest.approx(value, rel=1e-5, abs=close), key
 
 
 def sweep_command(space, cluster, url, storage, *extra):
@@ -140,7 +167,7 @@ def checkpointed(client, storage, experiment, run_name, after_step=0):
     if step <= after_step:
         return None
     run = runs_of(client, experiment)[run_name]
-    return step if step in {m.step for m in client.get_metric_history(run.info.run_id, "val/zeroshot_top1")} else None
+    return step if step in {m.step for m in client.get_metric_history(run.info.run_id, "val/scenes/zeroshot_top1")} else None
 
 
 @pytest.mark.auth
@@ -185,7 +212,11 @@ def test_a_spread_trial_survives_a_killed_driver_a_killed_train_worker_and_a_ser
     """
     assert main(["make-shards", str(tmp_path / "shards"), "--shard-size", "32", "--set", "data.num_train=128",
                  "--set", "data.num_val=32", "--set", "data.num_test=64"]) == 0
+    # the shards' own held-out split with every task (class files one folder up, labels in key.cls), and transfer
+    suite = [{"name": "scenes", "tasks": ["zeroshot_classification", "zeroshot_retrieval", "linear_probe"]},
+             SMALL_SUITE[-1]]
     shards = {"data.dataset": "webdataset", "data.shuffle_buffer": 64, "eval.embeddings_sample": 16,
+              "eval.benchmarks": suite,
               **{f"data.{split}_data": str(tmp_path / "shards" / split) for split in ("train", "val", "test")}}
     space = write_space(tmp_path / "spread.yaml", {"CLIP": {}}, steps=40, extra=shards, max_failures=1)
     client = MlflowClient(server.url)
@@ -243,11 +274,13 @@ def test_a_spread_trial_survives_a_killed_driver_a_killed_train_worker_and_a_ser
     assert [m.step for m in after] == list(range(checkpoint + 1, 41))
     assert any(outage_from <= m.timestamp / 1000 <= outage_from + 8 for m in after)  # measured in the outage
     assert {m.step for m in losses} == set(range(1, 41))
-    assert [m.step for m in client.get_metric_history(run_id, "test/zeroshot_top1")] == [40]
+    assert [m.step for m in client.get_metric_history(run_id, "test/scenes/zeroshot_top1")] == [40]
     skipped = client.get_metric_history(run_id, "data/skipped_corrupt_image")
     assert skipped and all(m.value == 0 for m in skipped)  # streamed, and every sample was readable
     sample = np.load(client.download_artifacts(run_id, "embeddings.npz", str(tmp_path)))  # through the server
     assert sample["image"].shape == (16, 128)
+    # the two ranks' evaluation (each embedding its share, rank 0 gathering) equals one process's
+    assert_one_process_agrees(run)
     assert runs["spread"].info.status == "FINISHED"
     # the credentials reached every trial through the environment, never through the sweep's saved state
     saved = [p for p in storage.rglob("*") if p.is_file()]

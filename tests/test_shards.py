@@ -26,18 +26,19 @@ from ito_sweeps import config as C
 from ito_sweeps.cli import main
 from ito_sweeps.data.augment import augment_view
 from ito_sweeps.data.csv_pairs import CsvSource
-from ito_sweeps.data.heldout import read_heldout
+from ito_sweeps.data.digits import load_digits_set
 from ito_sweeps.data.loader import build_splits
 from ito_sweeps.data.make_shards import encode_image
-from ito_sweeps.data.paths import check_data_paths, metadata_folders
-from ito_sweeps.data.records import DataError
+from ito_sweeps.data.paths import check_benchmark_paths, check_data_paths
+from ito_sweeps.data.records import DataError, to_uint8_tensor
 from ito_sweeps.data.shards import ShardSource
 from ito_sweeps.data.stream import (SkipCounts, StreamViews, loader_workers, pass_units, stream_batches,
                                     stream_seed)
+from ito_sweeps.data.benchmarks import open_split
 from ito_sweeps.models.towers import build_tokenizer
 from ito_sweeps.train import loop
 from ito_sweeps.train.loop import train
-from tests.conftest import FAST, free_port, gloo_group
+from tests.conftest import FAST, SMALL_SUITE, free_port, gloo_group
 
 SIZES = ["data.num_train=96", "data.num_val=16", "data.num_test=32", "data.batch_size=32"]
 SHARD_SIZE = 16
@@ -45,11 +46,12 @@ SHARD_SIZE = 16
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    """make-shards output (6 train, 1 val, 2 test shards; CSV with '|'-joined captions) and the rendered splits."""
+    """make-shards output (6 train, 1 val, 2 test shards; CSV with '|'-joined captions; the small suite in
+    CLIP_benchmark's layout) and the rendered splits."""
     out = tmp_path_factory.mktemp("shards")
-    sets = [f"--set={s}" for s in SIZES + ["data.csv_separator=','", "data.csv_caption_separator='|'"]]
-    assert main(["make-shards", str(out), *sets, "--shard-size", str(SHARD_SIZE), "--clip-benchmark", "scenes",
-                 "--csv"]) == 0
+    sets = [f"--set={s}" for s in SIZES + ["data.csv_separator=','", "data.csv_caption_separator='|'",
+                                           f"eval.benchmarks={json.dumps(SMALL_SUITE)}"]]
+    assert main(["make-shards", str(out), *sets, "--shard-size", str(SHARD_SIZE), "--clip-benchmark", "--csv"]) == 0
     return out, build_splits(C.load(None, SIZES).data)
 
 
@@ -94,10 +96,6 @@ def test_make_shards_writes_exactly_the_rendered_benchmark(shards, capsys):
     templates = (out / "zeroshot_classification_templates.txt").read_text().splitlines()
     assert templates == [t.replace("{}", "{c}") for t in splits["test"].templates["object"]]
 
-    bench = out / "wds_scenes"
-    assert (bench / "test" / "nshards.txt").read_text().strip() == "2"
-    assert sorted(p.name for p in (bench / "test").glob("*.tar")) == ["0.tar", "1.tar"]
-    assert (bench / "classnames.txt").read_text() == (out / "classnames.txt").read_text()
     with (out / "csv" / "test.csv").open(newline="") as f:
         rows = list(csv.reader(f, delimiter=","))
     assert rows[0] == ["filepath", "title"] and len(rows) == 33
@@ -114,29 +112,86 @@ def test_make_shards_refuses_streamed_data_sets(tmp_path, capsys):
 # ---- reading -----------------------------------------------------------------------------------------
 
 
-def test_heldout_split_holds_the_rendered_images_captions_and_classes(shards):
+def clip_benchmark_split(folder: Path) -> dict[str, dict[str, bytes]]:
+    """A CLIP_benchmark split (nshards.txt, 0.tar, 1.tar, ...) in its numbered order, key -> extension -> bytes."""
+    shards = [folder / f"{i}.tar" for i in range(int((folder / "nshards.txt").read_text()))]
+    assert sorted(folder.glob("*.tar")) == sorted(shards)
+    return {key: sample for shard in shards for key, sample in sorted(tar_samples(shard).items())}
+
+
+def test_clip_benchmark_layout_holds_each_benchmark_of_the_suite(shards):
     out, splits = shards
-    for spec in (str(out / "test"), str(out / "test" / "{000000..000001}.tar")):
-        got = read_heldout(ShardSource(spec, 8), metadata_folders(spec), 100, 32, 3)
-        assert torch.equal(got.images, splits["test"].images)
-        assert got.captions == [caps[:3] for caps in splits["test"].captions]  # several captions, from json
-        assert torch.equal(got.labels["class"], splits["test"].labels["object"])
-        assert got.classnames["class"] == splits["test"].classnames["object"]
-        assert got.templates["class"] == splits["test"].templates["object"]
-    first = read_heldout(ShardSource(str(out / "test"), 8), [], 5, 16, 5)
-    assert first.images.shape == (5, 3, 16, 16) and first.labels == {}  # no class files: no labels
+    root = out / "clip_benchmark"
+    digits = load_digits_set(0, 32, 5)  # SMALL_SUITE's digits: seed 0, the first 48 evaluated, the next 64 probed
+    expected = {  # benchmark -> split -> (the samples, their zero-shot task, whether captions are written)
+        "scenes": {"test": (splits["test"], "object", True), "train": (splits["train"], "object", False)},
+        "scenes_count": {"test": (splits["test"], "count", False)},
+        "digits": {"test": (digits.subset(slice(0, 48)), "digit", False),
+                   "train": (digits.subset(slice(48, 112)), "digit", False)},
+    }
+    for name, parts in expected.items():
+        assert sorted(p.name for p in (root / f"wds_{name}").iterdir()) == sorted(
+            [*parts, "classnames.txt", "zeroshot_classification_templates.txt"])
+        for part, (data, task, captions) in parts.items():
+            samples = list(clip_benchmark_split(root / f"wds_{name}" / part).values())
+            assert len(samples) == len(data)
+            for i, sample in enumerate(samples):
+                assert set(sample) == {"png", "cls"} | ({"txt"} if captions else set())
+                assert torch.equal(pixels(sample["png"]), data.images[i])
+                assert int(sample["cls"]) == int(data.labels[task][i])
+                if captions:  # every caption, one per line
+                    assert sample["txt"].decode().splitlines() == data.captions[i]
+        names = (root / f"wds_{name}" / "classnames.txt").read_text().splitlines()
+        assert names == parts["test"][0].classnames[parts["test"][1]]
+    # the retrieval copy CLIP_benchmark reads as retrieval: the same test shards, typed
+    assert (root / "wds_scenes_retrieval" / "dataset_type.txt").read_text().strip() == "retrieval"
+    retrieval = clip_benchmark_split(root / "wds_scenes_retrieval" / "test")
+    assert retrieval == clip_benchmark_split(root / "wds_scenes" / "test")
+    assert sorted(p.name for p in root.iterdir()) == ["suite.yaml", "wds_digits", "wds_scenes", "wds_scenes_count",
+                                                      "wds_scenes_retrieval"]
+    # the suite reads those folders under the same names, and is a config like any other
+    suite = C.load(root / "suite.yaml")
+    assert [(b.name, b.tasks) for b in suite.eval.benchmarks] == [
+        (b["name"], tuple(b.get("tasks", ["zeroshot_classification"]))) for b in SMALL_SUITE]
+    scenes, _, digits_bench = suite.eval.benchmarks
+    assert scenes.path == f"{root}/wds_scenes/test/{{0..1}}.tar" and scenes.train_size == 96
+    assert digits_bench.train_path == f"{root}/wds_digits/train/{{0..3}}.tar" and digits_bench.train_size == 64
+
+
+def read_split(spec: str, cfg: C.Config) -> tuple:
+    """A benchmark reading spec, as evaluation opens it: its Split and every sample decoded."""
+    bench = C.BenchmarkConfig(name="b", tasks=("zeroshot_retrieval",), path=spec)
+    split = open_split(bench, "test", cfg, 32)
+    return split, [split.decode(record) for record in split.records()]
+
+
+def test_evaluation_reads_the_rendered_images_captions_and_classes_from_shards(shards, tmp_path):
+    out, splits = shards
+    test = splits["test"]
+    shutil.copytree(out / "test", tmp_path / "bare")  # no class files beside it or above
+    for spec in (str(out / "test"), str(out / "test" / "{000000..000001}.tar"), str(tmp_path / "bare")):
+        split, samples = read_split(spec, C.load(None, SIZES))
+        assert len(samples) == len(test)
+        for i, (image, captions, label) in enumerate(samples):
+            assert torch.equal(to_uint8_tensor(image), test.images[i])
+            assert captions == test.captions[i]  # every caption, from json
+            assert label == int(test.labels["object"][i])  # key.cls
+        if "bare" in spec:
+            assert split.classnames is None and split.templates is None
+        else:
+            assert split.classnames == test.classnames["object"] and split.templates == test.templates["object"]
 
 
 def test_csv_with_its_separators(shards):
     out, splits = shards
-    cfg = C.load(None, ["data.dataset=csv", "data.train_data=x", "data.test_data=x", "eval.every=0",
-                        "data.csv_separator=','", "data.csv_caption_separator='|'"]).data
-    source = CsvSource(str(out / "csv" / "val.csv"), cfg)
-    got = read_heldout(source, metadata_folders(str(out / "csv" / "val.csv")), 100, 32, 5)
-    assert torch.equal(got.images, splits["val"].images) and got.captions == splits["val"].captions
-    assert got.labels == {}  # CSV rows carry no class
-    cfg.csv_caption_separator = None  # one caption per row: the whole cell
-    whole = list(CsvSource(str(out / "csv" / "val.csv"), cfg).records([0]))[0]
+    cfg = C.load(None, ["data.csv_separator=','", "data.csv_caption_separator='|'"])
+    _, samples = read_split(str(out / "csv" / "val.csv"), cfg)
+    assert len(samples) == len(splits["val"])
+    for (image, captions, label), want, caps in zip(samples, splits["val"].images, splits["val"].captions):
+        assert torch.equal(to_uint8_tensor(image), want) and captions == caps
+        assert label is None  # CSV rows carry no class
+    data_cfg = stream_cfg("data.csv_separator=','").data  # one caption per row: the whole cell
+    whole = list(CsvSource(str(out / "csv" / "val.csv"), data_cfg).records([0]))[0]
     assert whole.captions == ["|".join(splits["val"].captions[0])]
 
 
@@ -285,7 +340,7 @@ def test_two_ranks_train_on_unequal_shards_and_log_skips_summed_over_ranks(shard
     write_tar(tmp_path / "bad" / "0.tar", splits["train"], range(0, 20), bad_sample)  # 18 usable samples
     write_tar(tmp_path / "bad" / "1.tar", splits["train"], range(20, 40), bad_sample)  # 19 usable samples
     # a buffer of one: each rank reads its one shard in stored order, so the counts are known at every step
-    overrides = FAST + ["data.dataset=webdataset", f"data.train_data={tmp_path / 'bad'}",
+    overrides = FAST + ["data.dataset=webdataset", "eval.benchmarks=null", f"data.train_data={tmp_path / 'bad'}",
                         f"data.test_data={out / 'test'}", "data.batch_size=16", "data.shuffle_buffer=1",
                         "schedule.steps=3"]
     mp.spawn(_ddp_rank, args=(2, free_port(), overrides, tmp_path / "run"), nprocs=2, join=True)
@@ -332,7 +387,7 @@ def test_bad_paths_fail_before_a_model_is_built(shards, fast_cfg, tmp_path, monk
     (tmp_path / "empty").mkdir()
     value, message = value.format(tmp=tmp_path, out=out), message.format(tmp=tmp_path)
     paths = {"train_data": str(out / "train"), "test_data": str(out / "test"), key: value}
-    cfg = fast_cfg("data.dataset=webdataset", *(f"data.{k}={v}" for k, v in paths.items()))
+    cfg = fast_cfg("data.dataset=webdataset", "eval.benchmarks=null", *(f"data.{k}={v}" for k, v in paths.items()))
     world = 2 if "Train workers" in message else 1
     with pytest.raises(C.ConfigError, match=message):
         check_data_paths(cfg.data, world)
@@ -379,21 +434,37 @@ def test_remote_shards_are_not_checked_locally():
 # ---- training on files ---------------------------------------------------------------------------------
 
 
-def test_training_on_shards_evaluates_labelled_and_unlabelled_splits(shards, fast_cfg, tmp_path):
+def test_training_on_shards_evaluates_its_own_split_and_benchmark_files(shards, fast_cfg, tmp_path):
     out, _ = shards
     shutil.copytree(out / "val", tmp_path / "bare" / "val")  # no class files next to it or above: no labels
+    # the run's own held-out data (retrieval needs no labels), and the labelled test files as a benchmark scored
+    # only by the test pass, with a probe fitted on the labelled training shards
+    suite = (f"[{{name: heldout, tasks: [zeroshot_retrieval]}}, {{name: labelled, path: {out / 'test'}, val_size: 0, "
+             f"tasks: [zeroshot_classification, linear_probe], train_path: {out / 'train'}, train_size: 48}}]")
     seen = []
     metrics = train(fast_cfg("data.dataset=webdataset", f"data.train_data={out / 'train'}",
                              f"data.val_data={tmp_path / 'bare' / 'val'}", f"data.test_data={out / 'test'}",
-                             "data.num_workers=2", "eval.every=4"),
+                             "data.num_workers=2", "eval.every=4", f"eval.benchmarks={suite}"),
                     tmp_path / "run", on_metrics=lambda step, record: seen.append(record))
     losses = [r["train/loss"] for r in seen if "train/loss" in r]
     assert len(losses) == 4 and all(np.isfinite(losses))
     assert all(r["data/skipped_corrupt_image"] == r["data/skipped_missing_caption"] == 0
                for r in seen if "train/loss" in r)
-    assert 0 <= metrics["zeroshot_top1"] <= 1 and 0 <= metrics["probe_top1"] <= 1  # the labelled test split
-    (val,) = [r for r in seen if "val/i2t_r1" in r]
-    assert "val/zeroshot_top1" not in val and "val/probe_top1" not in val
-    assert {"val/t2i_r10", "val/modality_gap", "val/uniformity_union"} <= set(val)
+    assert 0 <= metrics["labelled/zeroshot_top1"] <= 1 and 0 <= metrics["labelled/probe_top1"] <= 1
+    assert metrics["labelled/samples"] == metrics["heldout/samples"] == 32
+    (val,) = [r for r in seen if "val/heldout/i2t_r1" in r]
+    assert not any(k.startswith("val/labelled/") for k in val) and "val/zeroshot_avg" not in val
+    assert {"val/heldout/t2i_r10", "val/heldout/modality_gap", "val/heldout/uniformity_union"} <= set(val)
     sample = np.load(tmp_path / "run" / "embeddings.npz")
-    assert sample["image"].shape[0] == 32 and "label" in sample
+    assert sample["image"].shape[0] == 32 and "label" not in sample  # from heldout: retrieval has no classes
+
+
+def test_classifying_an_unlabelled_validation_split_is_refused(shards, fast_cfg, tmp_path):
+    out, _ = shards
+    shutil.copytree(out / "val", tmp_path / "bare" / "val")
+    cfg = fast_cfg("data.dataset=webdataset", f"data.train_data={out / 'train'}", "eval.every=4",
+                   f"data.val_data={tmp_path / 'bare' / 'val'}", f"data.test_data={out / 'test'}",
+                   "eval.benchmarks=[{name: own, tasks: [zeroshot_classification]}]")
+    with pytest.raises(C.ConfigError, match=r"data.val_data: no classnames.txt and zeroshot_classification_templates"
+                                            r".txt beside .*bare/val or one folder up; benchmark 'own' classifies"):
+        check_benchmark_paths(cfg)

@@ -160,7 +160,7 @@ def test_fusion_weight_optuna_searcher_and_asha():
         space = load_space(SPACES / "fusion_weight_optuna.yaml", profile)
         assert isinstance(space.search_alg(), OptunaSearch)
         assert space.param_space() == {}
-        assert space.tune_metric_mode() == ("val/zeroshot_top1", "max")
+        assert space.tune_metric_mode() == ("val/scenes/zeroshot_top1", "max")
         scheduler = space.scheduler()
         assert isinstance(scheduler, ASHAScheduler)
         assert scheduler._time_attr == "step" and scheduler._max_t == steps
@@ -176,7 +176,7 @@ def test_grid_spaces_use_fifo_and_no_searcher():
 
 # ---- mistakes -------------------------------------------------------------------------------------
 
-GOOD = "search: grid\nmetric: val/zeroshot_top1\nmode: max\nseeds: [0]\n"
+GOOD = "search: grid\nmetric: val/scenes/zeroshot_top1\nmode: max\nseeds: [0]\n"
 VARIANTS_AB = "variants:\n  - {name: A, set: {objective.name: clip}}\n  - {name: B, set: {objective.name: ito}}\n"
 OPTUNA = "search: optuna\nnum_samples: 4\n"
 
@@ -210,23 +210,34 @@ BAD = {
     "range on a string key": (
         "search: random\nparams:\n  fusion.readout: {randint: [1, 4]}\n", None, ["fusion.readout", "not a number"]),
     "metric never reported": (
-        "metric: val/zero_shot\n", None, ["metric", "'val/zero_shot' is never reported", "val/zeroshot_top1"]),
+        "metric: val/zero_shot\n", None, ["metric", "'val/zero_shot' is never reported", "val/scenes/zeroshot_top1"]),
+    "metric of a benchmark that is not configured": (
+        "metric: test/imagenet1k/zeroshot_top1\n", None,
+        ["metric", "'test/imagenet1k/zeroshot_top1' is never reported",
+         "the configured benchmarks (eval.benchmarks) are scenes, scenes_count, digits"]),
+    "metric of a task the benchmark does not run": (
+        "metric: val/scenes_count/probe_top1\n" + VARIANTS_AB, None,
+        ["metric", "never reported in variant 'A'", "did you mean val/scenes/probe_top1?"]),
+    "metric of a benchmark one variant drops": (
+        "metric: test/digits/probe_top1\nvariants:\n  - {name: A, set: {objective.name: clip}}\n"
+        "  - {name: B, set: {eval.benchmarks: [{name: scenes}]}}\n", None,
+        ["metric", "never reported in variant 'B'", "benchmarks (eval.benchmarks) are scenes;"]),
     "mode not max or min": ("mode: maximize\n", None, ["mode", "'maximize'", "max, min"]),
     "unknown search": ("search: bayes\n", None, ["search", "'bayes'", "grid, random, optuna"]),
     "unknown scheduler": ("scheduler: hyperband\n", None, ["scheduler", "'hyperband'", "fifo, asha"]),
     "unknown scheduler option": (
         "scheduler: {name: asha, grace: 10}\n", None, ["scheduler.grace", "grace_period, reduction_factor"]),
     "asha with multi-objective": (
-        OPTUNA + "metric: [val/zeroshot_top1, val/modality_gap]\nmode: [max, min]\nscheduler: asha\n"
+        OPTUNA + "metric: [val/scenes/zeroshot_top1, val/scenes/modality_gap]\nmode: [max, min]\nscheduler: asha\n"
         "params:\n  fusion.depth: {choice: [1, 2]}\n", None, ["scheduler", "asha", "multi-objective"]),
     "asha on a test metric": (
-        "metric: test/zeroshot_top1\nscheduler: asha\n", None, ["scheduler", "val/zeroshot_top1"]),
+        "metric: test/scenes/zeroshot_top1\nscheduler: asha\n", None, ["scheduler", "val/scenes/zeroshot_top1"]),
     "asha without validation passes": (
         "config: {eval.every: 0}\nscheduler: asha\n", None, ["scheduler", "eval.every is 0"]),
     "multi-objective with grid": (
-        "metric: [val/zeroshot_top1, val/modality_gap]\nmode: [max, min]\n", None, ["metric", "search: optuna"]),
+        "metric: [val/scenes/zeroshot_top1, val/scenes/modality_gap]\nmode: [max, min]\n", None, ["metric", "search: optuna"]),
     "modes not matching metrics": (
-        OPTUNA + "metric: [val/zeroshot_top1, val/modality_gap]\nmode: max\n"
+        OPTUNA + "metric: [val/scenes/zeroshot_top1, val/scenes/modality_gap]\nmode: max\n"
         "params:\n  fusion.depth: {choice: [1, 2]}\n", None, ["mode", "list of 2"]),
     "grid search with a uniform param": (
         "params:\n  objective.fusion_weight: {uniform: [0, 4]}\n",
@@ -277,7 +288,7 @@ BAD = {
         "variants:\n  - {name: A, set: {objective.name: clip, run.seed: 1}}\n", None,
         ["variants[0].set", "run.seed is set by the top-level seeds list"]),
     "a val/ metric with no validation passes": (
-        "config: {eval.every: 0}\n", None, ["metric", "val/zeroshot_top1 needs validation passes", "eval.every is 0"]),
+        "config: {eval.every: 0}\n", None, ["metric", "val/zeroshot_avg needs validation passes", "eval.every is 0"]),
     "checkpoints between validation passes": (
         "config: {eval.every: 20, run.checkpoint_every: 30}\n", None,
         ["run.checkpoint_every", "30 is not a multiple of eval.every"]),
@@ -502,12 +513,12 @@ def test_optuna_searcher_suggests_flat_keys_and_multi_objective(tmp_path):
     space.resolve(suggestion)
 
     multi = load_space(write(tmp_path, (
-        "search: optuna\nnum_samples: 4\nmetric: [val/zeroshot_top1, val/modality_gap]\nmode: [max, min]\n"
+        "search: optuna\nnum_samples: 4\nmetric: [val/scenes/zeroshot_top1, val/scenes/modality_gap]\nmode: [max, min]\n"
         "params:\n  fusion.depth: {choice: [1, 2]}\n"
     ), "multi.yaml"))
     assert multi.tune_metric_mode() == (None, None)
     searcher = multi.search_alg()
-    assert searcher.metric == ["val/zeroshot_top1", "val/modality_gap"]
+    assert searcher.metric == ["val/scenes/zeroshot_top1", "val/scenes/modality_gap"]
     assert isinstance(multi.scheduler(), FIFOScheduler)
 
 

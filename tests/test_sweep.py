@@ -26,11 +26,12 @@ from ito_sweeps.sweep.space import load_space
 from ito_sweeps.sweep.trainable import trial_config
 from ito_sweeps.train import checkpoint
 from ito_sweeps.train.loop import train
-from tests.conftest import free_port
+from tests.conftest import SMALL_SUITE, free_port
 from tests.servers import start, stop, wait_for
 
 # Seconds per trial: tiny data, a handful of steps, two validation passes.
 TINY = {
+    "eval.benchmarks": SMALL_SUITE,
     "data.num_train": 128, "data.num_val": 32, "data.num_test": 64, "data.batch_size": 32, "data.num_workers": 0,
     "schedule.steps": 4, "schedule.warmup_steps": 1, "eval.every": 2, "eval.probe_train_size": 64,
     "eval.embeddings_sample": 48, "run.log_every": 1,
@@ -48,7 +49,7 @@ def write_space(path, variants, config=None, **top):
     doc = {
         "config": {**TINY, **(config or {})},
         "search": "grid",
-        "metric": "val/zeroshot_top1",
+        "metric": "val/scenes/zeroshot_top1",
         "mode": "max",
         "seeds": [0],
         "variants": [{"name": name, "set": values} for name, values in variants.items()],
@@ -114,8 +115,8 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
     # per-step training metrics, validation over time, final test metrics
     assert steps_of(client, ito.info.run_id, "train/loss") == [1, 2, 3, 4]
     assert steps_of(client, ito.info.run_id, "train/loss_fusion") == [1, 2, 3, 4]
-    assert steps_of(client, ito.info.run_id, "val/zeroshot_top1") == [2, 4]
-    assert 0 <= ito.data.metrics["test/zeroshot_top1"] <= 1 and "test/t2i_r1" in ito.data.metrics
+    assert steps_of(client, ito.info.run_id, "val/scenes/zeroshot_top1") == [2, 4]
+    assert 0 <= ito.data.metrics["test/scenes/zeroshot_top1"] <= 1 and "test/scenes/t2i_r1" in ito.data.metrics
     assert any(k.startswith("system/cpu_utilization") for k in ito.data.metrics)
     # the artifacts the analysis package reads
     files = {f.path for f in client.list_artifacts(ito.info.run_id)}
@@ -124,14 +125,17 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
     assert sample["image"].shape == sample["text"].shape == (48, 128)
     saved = yaml.safe_load(open(client.download_artifacts(ito.info.run_id, "config.yaml", str(tmp_path))))
     assert saved["fusion"]["depth"] == 1 and saved["objective"]["name"] == "ito"
+    # what `export --run` and table checks read back from the trial
+    assert tags["benchmarks"] == "scenes,scenes_count,digits"
+    assert (tmp_path / "ray" / "two" / "train" / tags["ray.trial_id"]).samefile(tags["checkpoints"])
     # Tune agrees with MLflow on the final metric
-    assert summary.best.value == max(k.data.metrics["val/zeroshot_top1"] for k in kids.values())
+    assert summary.best.value == max(k.data.metrics["val/scenes/zeroshot_top1"] for k in kids.values())
     # and the report reads what the sweep recorded: a row per variant with its test zero-shot, both plots
     index = write_report(load_runs(summary.tracking_uri, sweep=summary.parent_run_id), tmp_path / "report")
     table = pd.read_csv(index.parent / "table.csv").set_index("tags.variant").sort_index()
     assert list(table.index) == ["CLIP", "ITO"] and list(table["n"]) == [1, 1]
-    assert table["Zero-shot mean"].tolist() == pytest.approx(
-        [100 * kids[f"{v} seed=0"].data.metrics["test/zeroshot_top1"] for v in ("CLIP", "ITO")])
+    assert table["scenes ZS mean"].tolist() == pytest.approx(
+        [100 * kids[f"{v} seed=0"].data.metrics["test/scenes/zeroshot_top1"] for v in ("CLIP", "ITO")])
     assert {"gap_scatter.png", "dynamics.png"} <= {p.name for p in index.parent.iterdir()}
     assert "report/index.md" in {a.path for a in client.list_artifacts(summary.parent_run_id, "report")}
     # Ray's storage keeps each finished trial's last checkpoint (of the two it reported), without the
@@ -163,7 +167,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
             runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
             first, second = runs.get("first seed=0"), runs.get("second seed=0")
             if first is not None and second is not None and first.info.status == "FINISHED":
-                passes = client.get_metric_history(second.info.run_id, "val/zeroshot_top1")
+                passes = client.get_metric_history(second.info.run_id, "val/scenes/zeroshot_top1")
                 if any(m.timestamp >= first.info.end_time + 2000 for m in passes):
                     os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C: Tune saves its state and stops
                     return
@@ -186,24 +190,24 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
     assert all(r.info.status == "FINISHED" for r in runs.values())
     assert client.get_metric_history(runs["first seed=0"].info.run_id, "train/loss") == first_history
     second_loss = steps_of(client, runs["second seed=0"].info.run_id, "train/loss")
-    assert second_loss[-1] == 40 and steps_of(client, runs["second seed=0"].info.run_id, "test/zeroshot_top1") == [40]
+    assert second_loss[-1] == 40 and steps_of(client, runs["second seed=0"].info.run_id, "test/scenes/zeroshot_top1") == [40]
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
 
 
 def test_asha_stops_a_poor_trial_and_a_failing_trial_is_failed_while_the_sweep_goes_on(tmp_path, capsys):
-    # lr 0 keeps the initial weights, so the second trial's val/alignment stays at its initial 1.95 while the
+    # lr 0 keeps the initial weights, so the second trial's val/scenes/alignment stays at its initial 1.95 while the
     # first trial's has risen to 2.60 by the first rung (runs are deterministic): maximising it, ASHA must stop
     # the second trial there, and the sweep must not hang on the stopped trial's workers, which hold every
     # CPU the third trial needs. lr 1e30 makes the third trial's loss NaN before its first validation pass.
     # Each trial runs on two Train workers, and the second one trains ITO with captions (its initial
-    # val/alignment is CLIP's: the towers start the same), so that its first loss also checks data-parallel
+    # val/scenes/alignment is CLIP's: the towers start the same), so that its first loss also checks data-parallel
     # ITO against a single process: a trial start-up costs half a minute, so one sweep serves both.
     space = write_space(tmp_path / "asha.yaml", {
         "learns": {"optim.lr": 5e-3},
         "frozen": {"optim.lr": 0.0, "objective.name": "ito", "objective.alignment": "views_captions"},
         "diverges": {"optim.lr": 1e30, "schedule.warmup_steps": 0},
-    }, config={"schedule.steps": 12, "eval.every": 3, "objective.name": "clip"}, metric="val/alignment", mode="max",
-        scheduler={"name": "asha", "grace_period": 3, "reduction_factor": 2},
+    }, config={"schedule.steps": 12, "eval.every": 3, "objective.name": "clip"}, metric="val/scenes/alignment",
+        mode="max", scheduler={"name": "asha", "grace_period": 3, "reduction_factor": 2},
         resources={"num_workers": 2, "cpus_per_worker": 1})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert main(["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 1
@@ -212,9 +216,9 @@ def test_asha_stops_a_poor_trial_and_a_failing_trial_is_failed_while_the_sweep_g
     runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
     learns, frozen, diverges = runs["learns seed=0"], runs["frozen seed=0"], runs["diverges seed=0"]
     assert learns.info.status == "FINISHED" and learns.data.tags.get("stopped_early", "false") == "false"
-    assert steps_of(client, learns.info.run_id, "test/zeroshot_top1") == [12]
+    assert steps_of(client, learns.info.run_id, "test/scenes/zeroshot_top1") == [12]
     assert frozen.info.status == "FINISHED" and frozen.data.tags["stopped_early"] == "true"
-    assert steps_of(client, frozen.info.run_id, "val/alignment")[-1] < 12
+    assert steps_of(client, frozen.info.run_id, "val/scenes/alignment")[-1] < 12
     assert diverges.info.status == "FAILED"
     assert diverges.data.tags["error"].startswith("NonFiniteLoss: loss became NaN or infinite")
     tune_trials = ray.tune.ExperimentAnalysis(str(tmp_path / "ray" / "asha")).trials
@@ -237,7 +241,7 @@ def test_an_optuna_sweep_samples_within_bounds_and_records_each_trial(tmp_path):
     space.write_text(yaml.safe_dump({
         "config": {**TINY, "objective.name": "ito"},
         "search": "optuna", "num_samples": 2, "search_seed": 3,
-        "metric": "val/zeroshot_top1", "mode": "max",
+        "metric": "val/scenes/zeroshot_top1", "mode": "max",
         "params": {"objective.fusion_weight": {"loguniform": [0.25, 8]}, "fusion.depth": {"choice": [1, 2]}},
         "resources": {"num_workers": 1, "cpus_per_worker": 1}, "max_concurrent_trials": 2,
     }))

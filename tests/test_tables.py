@@ -19,14 +19,16 @@ from scipy import stats
 from analysis.errors import AnalysisError
 from analysis.load import load_runs
 from analysis.rows import group_rows, select
-from analysis.table_spec import SPECS_DIR, RowSpec, TableSpec, load_spec, spec_for
+from analysis import table_spec
+from analysis.table_spec import SPECS_DIR, RowSpec, TableSpec, check_benchmarks, load_spec, spec_for
 from analysis.tables import build_table, default_spec, welch_interval
 from analysis.values import sort_key, value_key
+from ito_sweeps import config
 from tests.analysis_store import ABLATION_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
-ZS = "metrics.test/zeroshot_top1"
-GAP = "metrics.test/modality_gap"
+ZS = "metrics.test/scenes/zeroshot_top1"
+GAP = "metrics.test/scenes/modality_gap"
 CPU_RESOURCES = {"tags.resources.num_workers": "1", "tags.resources.cpus_per_worker": "2",
                  "tags.resources.gpus_per_worker": "0"}
 
@@ -45,7 +47,7 @@ def trial(variant, seed, zs=None, gap=None, **more) -> dict:
 def spec(**doc) -> TableSpec:
     """One zero-shot column in percent by variant, unless `doc` says otherwise."""
     return load_spec({"rows": {"by": "tags.variant"},
-                      "columns": [{"metric": "test/zeroshot_top1", "name": "ZS", "scale": 100, "format": "{:.1f}"}],
+                      "columns": [{"metric": "test/scenes/zeroshot_top1", "name": "ZS", "scale": 100, "format": "{:.1f}"}],
                       **doc})
 
 
@@ -74,13 +76,13 @@ def test_cells_average_finished_runs_over_seeds():
     assert table.excluded[["run_name", "status", "reason", "detail"]].values.tolist() == [
         ["run 5", "FAILED", "failed", "NonFiniteLoss: loss became NaN"],
         ["run 7", "RUNNING", "running", ""],
-        ["run 6", "FINISHED", "missing metrics.test/zeroshot_top1", ""],
+        ["run 6", "FINISHED", "missing metrics.test/scenes/zeroshot_top1", ""],
     ]
     markdown = table.to_markdown()
     assert "| A | 3 | 20.0 ± 10.0 |" in markdown
     assert "| B | 3 | **50.0** ± 14.1 (n=2) |" in markdown
     assert table.notes == ["excluded: 1 failed (run 5: NonFiniteLoss: loss became NaN), 1 running (run 7), "
-                           "1 missing metrics.test/zeroshot_top1 (run 6)"]
+                           "1 missing metrics.test/scenes/zeroshot_top1 (run 6)"]
     assert markdown.rstrip().endswith(table.notes[0].replace("_", "\\_"))
 
 
@@ -144,8 +146,8 @@ def test_where_keeps_runs_matching_a_value_or_a_list():
 def test_best_mean_is_bold_by_direction_and_ties_are_all_bold():
     frame = run_table(trial("A", 0, 0.5, 0.30), trial("B", 0, 0.5, 0.10), trial("C", 0, 0.2, 0.20))
     table = build_table(frame, spec(columns=[
-        {"metric": "test/zeroshot_top1", "name": "ZS", "format": "{:.2f}"},
-        {"metric": "test/modality_gap", "name": "Gap", "format": "{:.2f}", "better": "lower"},
+        {"metric": "test/scenes/zeroshot_top1", "name": "ZS", "format": "{:.2f}"},
+        {"metric": "test/scenes/modality_gap", "name": "Gap", "format": "{:.2f}", "better": "lower"},
     ]))
     body = table.to_markdown().splitlines()[2:]
     assert body == ["| A | 1 | **0.50** | 0.30 |", "| B | 1 | **0.50** | **0.10** |", "| C | 1 | 0.20 | 0.20 |"]
@@ -302,8 +304,8 @@ def special_table():
     return build_table(frame, spec(
         title="Ablation: 100% of λ",
         rows={"by": "tags.variant", "baseline": "plain"},
-        columns=[{"metric": "test/zeroshot_top1", "name": "Top_1 (%)", "scale": 100, "format": "{:.1f}"},
-                 {"metric": "test/modality_gap", "name": "Gap", "better": "lower"}],
+        columns=[{"metric": "test/scenes/zeroshot_top1", "name": "Top_1 (%)", "scale": 100, "format": "{:.1f}"},
+                 {"metric": "test/scenes/modality_gap", "name": "Gap", "better": "lower"}],
         significance=True, cost=True,
     ))
 
@@ -323,7 +325,7 @@ def test_latex_is_a_booktabs_tabular_with_escaped_text():
     escaped = r"50\% a\_b \& c\#\{x\}\textasciitilde{}\textasciicircum{}\textbackslash{}\$|"
     assert body[0].startswith(escaped + " & 2 & \\textbf{85.0} $\\pm$ 7.1 & +40.0 [")
     assert body[1].startswith("plain & 2 & 45.0 $\\pm$ 7.1 &  & \\textbf{0.050} (n=1) &  & ")
-    assert lines[-1] == "% excluded: 1 missing metrics.test/modality_gap (run 3)"
+    assert lines[-1] == "% excluded: 1 missing metrics.test/scenes/modality_gap (run 3)"
 
 
 def test_markdown_escapes_pipes_and_keeps_one_cell_per_column():
@@ -350,7 +352,7 @@ def test_csv_holds_the_cells_in_display_units():
 
 # ---- spec mistakes ----------------------------------------------------------------------------------------
 
-COLUMN = {"metric": "test/zeroshot_top1"}
+COLUMN = {"metric": "test/scenes/zeroshot_top1"}
 
 
 @pytest.mark.parametrize("doc, expected", [
@@ -399,9 +401,9 @@ FRAME = run_table(trial("A", 0, 0.1), trial("B", 0, 0.2))
     ({"rows": {"by": "tags.varaint"}}, ["rows.by", "no column 'tags.varaint'", "did you mean tags.variant"]),
     ({"where": {"tags.nope": 1}}, ["where.tags.nope", "no column 'tags.nope'"]),
     ({"where": {"tags.variant": ["C", "D"]}}, ["where.tags.variant: no run has C or D (values there: A, B)"]),
-    ({"columns": [{"metric": "test/zeroshot_top2"}]},
-     ["columns[0].metric", "no column 'metrics.test/zeroshot_top2'", "metrics.test/zeroshot_top1"]),
-    ({"columns": [{"metric": "test/zeroshot_top1", "source": "best"}]}, ["columns[0].metric: source best needs"]),
+    ({"columns": [{"metric": "test/scenes/zeroshot_top2"}]},
+     ["columns[0].metric", "no column 'metrics.test/scenes/zeroshot_top2'", "metrics.test/scenes/zeroshot_top1"]),
+    ({"columns": [{"metric": "test/scenes/zeroshot_top1", "source": "best"}]}, ["columns[0].metric: source best needs"]),
     ({"seeds": "tags.repeat"}, ["seeds", "no column 'tags.repeat'"]),
 ])
 def test_specs_that_do_not_fit_the_runs_name_the_key(doc, expected):
@@ -430,10 +432,10 @@ def test_spec_files_that_cannot_be_read(tmp_path):
 def test_spec_files_with_a_key_written_twice_are_refused_naming_both_lines(tmp_path):
     # YAML itself would keep the second title, or the second metric, without a word
     top = tmp_path / "top.yaml"
-    top.write_text("title: A\nrows: {by: tags.variant}\ntitle: B\ncolumns: [{metric: test/zeroshot_top1}]\n")
+    top.write_text("title: A\nrows: {by: tags.variant}\ntitle: B\ncolumns: [{metric: test/scenes/zeroshot_top1}]\n")
     nested = tmp_path / "nested.yaml"
-    nested.write_text("rows:\n  by: tags.variant\ncolumns:\n  - metric: test/zeroshot_top1\n"
-                      "  - metric: test/probe_top1\n    name: Probe\n    metric: test/i2t_r1\n")
+    nested.write_text("rows:\n  by: tags.variant\ncolumns:\n  - metric: test/scenes/zeroshot_top1\n"
+                      "  - metric: test/scenes/probe_top1\n    name: Probe\n    metric: test/scenes/i2t_r1\n")
     for path, expected in ((top, "title: written twice (lines 1 and 3)"),
                            (nested, "columns[1].metric: written twice (lines 5 and 7)")):
         with pytest.raises(AnalysisError) as err:
@@ -444,8 +446,8 @@ def test_spec_files_with_a_key_written_twice_are_refused_naming_both_lines(tmp_p
 @pytest.mark.parametrize("written, shown", [(".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf")])
 def test_a_scale_that_is_not_a_finite_number_is_refused(tmp_path, written, shown):
     path = tmp_path / "spec.yaml"
-    path.write_text("rows: {by: tags.variant}\ncolumns:\n  - metric: test/zeroshot_top1\n"
-                    f"  - metric: test/probe_top1\n    scale: {written}\n")
+    path.write_text("rows: {by: tags.variant}\ncolumns:\n  - metric: test/scenes/zeroshot_top1\n"
+                    f"  - metric: test/scenes/probe_top1\n    scale: {written}\n")
     with pytest.raises(AnalysisError) as err:
         load_spec(path)
     assert str(err.value) == f"{path}: columns[1].scale: {shown} is not a finite number"
@@ -465,9 +467,9 @@ def variant_names(name: str) -> list[str]:
 
 
 def test_shipped_specs_name_the_rows_their_search_spaces_make():
-    assert sorted(p.stem for p in SPECS_DIR.glob("*.yaml")) == [
-        "ablation_components", "alignment_variants", "fusion_depth", "fusion_weight", "latent_structure",
-        "patch_dropout", "smoke"]
+    assert sorted(p.name for p in SPECS_DIR.glob("*.yaml")) == [
+        "ablation_components.gpu.yaml", "ablation_components.yaml", "alignment_variants.yaml", "fusion_depth.yaml",
+        "fusion_weight.yaml", "latent_structure.yaml", "patch_dropout.yaml", "smoke.yaml"]
     for name in ("ablation_components", "smoke", "patch_dropout"):
         shipped = spec_for(f"/anywhere/search_spaces/{name}.yaml")
         assert shipped.rows.by == ("tags.variant",) and list(shipped.rows.order) == variant_names(name)
@@ -483,26 +485,168 @@ def test_shipped_specs_name_the_rows_their_search_spaces_make():
     latent = load_spec(SPECS_DIR / "latent_structure.yaml")
     assert set(latent.where["tags.variant"]) == {"CLIP", "CyCLIP", "Sep", "Br", "GC"}
     assert set(latent.where["tags.variant"]) <= set(variant_names("alignment_variants"))
-    assert [c.metric for c in latent.columns] == ["test/zeroshot_top1", "test/probe_top1"]
+    assert [c.metric for c in latent.columns] == ["test/scenes/zeroshot_top1", "test/scenes/probe_top1"]
     assert spec_for("fusion_weight_optuna") is None
 
 
-def test_default_spec_rows_by_variant_and_only_logged_metrics():
-    frame = run_table(trial("A", 0, 0.1, 0.5), trial("B", 0, 0.2, 0.4))
+def test_shipped_specs_show_metrics_their_suites_report():
+    """Every column of a spec for the default suite is a metric a default-config run reports at its test pass;
+    the gpu ablation's columns are what a suite of ImageNet-1k, COCO, CIFAR-10 and CIFAR-100 reports."""
+    default = config.load(None, [])
+    reported = {f"test/{m}" for m in default.eval.metric_names("test")}
+    for path in SPECS_DIR.glob("*.yaml"):
+        if path.name != "ablation_components.gpu.yaml":
+            assert {c.metric for c in load_spec(path).columns} <= reported, path.name
+    gpu_suite = config.from_dict({"eval": {"benchmarks": [
+        {"name": "imagenet1k", "path": "/data/wds_imagenet1k/test", "train_path": "/data/wds_imagenet1k/train",
+         "tasks": ["zeroshot_classification", "linear_probe"]},
+        {"name": "mscoco", "path": "/data/wds_mscoco/test", "tasks": ["zeroshot_retrieval"]},
+        {"name": "cifar10", "path": "/data/wds_cifar10/test"},
+        {"name": "cifar100", "path": "/data/wds_cifar100/test"},
+    ]}}).eval
+    gpu = load_spec(SPECS_DIR / "ablation_components.gpu.yaml")
+    assert [c.metric for c in gpu.columns] == [
+        "test/imagenet1k/zeroshot_top1", "test/imagenet1k/probe_top1", "test/mscoco/i2t_r1", "test/mscoco/t2i_r1",
+        "test/zeroshot_avg"]
+    assert {c.metric for c in gpu.columns} <= {f"test/{m}" for m in gpu_suite.metric_names("test")}
+    # the layout of the paper's component ablation, on each profile's benchmarks
+    cpu = spec_for("ablation_components", "cpu")
+    assert [c.metric for c in cpu.columns] == [
+        "test/scenes/zeroshot_top1", "test/scenes/probe_top1", "test/scenes/i2t_r1", "test/scenes/t2i_r1",
+        "test/zeroshot_avg"]
+    assert gpu.rows == cpu.rows and (gpu.significance, gpu.cost) == (cpu.significance, cpu.cost) == (True, True)
+    smoke = [c.metric for c in spec_for("smoke").columns]
+    assert smoke[:5] == [f"test/scenes/{m}" for m in ("zeroshot_top1", "probe_top1", "i2t_r1", "t2i_r1", "modality_gap")]
+    assert set(smoke[5:]) == {"test/digits/zeroshot_top1", "test/digits/probe_top1", "test/zeroshot_avg"}
+
+
+def test_spec_for_prefers_the_profiles_own_spec(tmp_path, monkeypatch):
+    monkeypatch.setattr(table_spec, "SPECS_DIR", tmp_path)
+    for name, metric in (("abl.yaml", "test/scenes/zeroshot_top1"), ("abl.gpu.yaml", "test/imagenet1k/zeroshot_top1"),
+                         ("only.gpu.yaml", "test/mscoco/i2t_r1")):
+        (tmp_path / name).write_text(f"rows: {{by: tags.variant}}\ncolumns: [{{metric: {metric}}}]\n")
+    found = {(space, profile): spec_for(space, profile) for space, profile in (
+        ("/spaces/abl.yaml", "gpu"), ("abl", "cpu"), ("abl", None), ("only", "gpu"), ("only", "cpu"), ("only", None),
+        ("none", "gpu"))}
+    assert {key: spec and (Path(spec.origin).name, spec.columns[0].metric) for key, spec in found.items()} == {
+        ("/spaces/abl.yaml", "gpu"): ("abl.gpu.yaml", "test/imagenet1k/zeroshot_top1"),
+        ("abl", "cpu"): ("abl.yaml", "test/scenes/zeroshot_top1"),
+        ("abl", None): ("abl.yaml", "test/scenes/zeroshot_top1"),
+        ("only", "gpu"): ("only.gpu.yaml", "test/mscoco/i2t_r1"),
+        ("only", "cpu"): None, ("only", None): None, ("none", "gpu"): None}
+    monkeypatch.undo()
+    # the shipped ones: the gpu ablation has its own file, the smoke sweep one for every profile
+    assert Path(spec_for("ablation_components", "gpu").origin) == SPECS_DIR / "ablation_components.gpu.yaml"
+    assert Path(spec_for("smoke", "gpu").origin) == SPECS_DIR / "smoke.yaml"
+
+
+# ---- columns naming benchmarks the runs do not evaluate ---------------------------------------------------
+
+SUITE = ["scenes", "scenes_count", "digits"]
+
+
+def test_a_column_naming_a_benchmark_outside_the_suite_is_refused_with_its_key():
+    doc = {"rows": {"by": "tags.variant"}, "columns": [
+        {"metric": "test/scenes/zeroshot_top1"}, {"metric": "test/zeroshot_avg"}, {"metric": "test/mscoco/i2t_r1"}]}
+    with pytest.raises(AnalysisError) as err:
+        check_benchmarks(load_spec(doc), SUITE, "specs/abl.yaml")
+    assert str(err.value) == ("specs/abl.yaml: columns[2].metric: 'test/mscoco/i2t_r1' names benchmark 'mscoco', "
+                              "which these runs do not evaluate (their benchmarks: scenes, scenes_count, digits)")
+    # without `where` the spec's own origin is named; a set of names is listed sorted; val/ metrics count too
+    val = load_spec({"rows": {"by": "tags.variant"}, "columns": [{"metric": "val/digits/probe_top1"}]})
+    with pytest.raises(AnalysisError) as err:
+        check_benchmarks(val, {"scenes_count", "scenes"})
+    assert str(err.value) == ("table spec: columns[0].metric: 'val/digits/probe_top1' names benchmark 'digits', "
+                              "which these runs do not evaluate (their benchmarks: scenes, scenes_count)")
+    with pytest.raises(AnalysisError, match=r"\(their benchmarks: none\)"):
+        check_benchmarks(val, [])
+
+
+def test_run_level_metrics_and_suite_benchmarks_pass_the_check():
+    doc = {"rows": {"by": "tags.variant"}, "columns": [
+        {"metric": m} for m in ("test/scenes/zeroshot_top1", "val/scenes_count/zeroshot_top1", "test/digits/probe_top1",
+                                "test/zeroshot_avg", "test/steps", "val/zeroshot_avg", "train/loss")]}
+    assert check_benchmarks(load_spec(doc), SUITE) is None
+    for path in SPECS_DIR.glob("*.yaml"):  # the shipped specs fit the suites they were written for
+        suite = ["imagenet1k", "mscoco", "cifar10", "cifar100"] if path.name.endswith(".gpu.yaml") else SUITE
+        check_benchmarks(load_spec(path), suite)
+
+
+def test_build_table_checks_columns_against_the_runs_benchmarks_tags(tmp_path):
+    tagged = run_table(trial("A", 0, 0.1, **{"tags.benchmarks": "scenes,scenes_count"}),
+                       trial("B", 0, 0.2, **{"tags.benchmarks": "scenes,digits"}),
+                       trial("C", 0, 0.3, **{"tags.benchmarks": None}))
+    digits = {"metric": "test/digits/zeroshot_top1", "name": "Digits"}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"rows": {"by": "tags.variant"}, "columns": [COLUMN, digits,
+                                                                                {"metric": "test/mscoco/i2t_r1"}]}))
+    with pytest.raises(AnalysisError) as err:
+        build_table(tagged, load_spec(path))
+    # the union of the runs' suites, in the order they list them
+    assert str(err.value) == (f"{path}: columns[2].metric: 'test/mscoco/i2t_r1' names benchmark 'mscoco', which "
+                              f"these runs do not evaluate (their benchmarks: scenes, scenes_count, digits)")
+    # a benchmark one of the suites has passes; runs without the metric are left out as usual
+    table = build_table(tagged.assign(**{"metrics.test/digits/zeroshot_top1": [None, 0.5, None]}),
+                        spec(columns=[COLUMN, digits]))
+    assert cells_of(table, "Digits n") == [0, 1, 0]
+    # runs recorded before suites existed carry no tag: nothing to check against, the column is looked up
+    with pytest.raises(AnalysisError, match="the runs have no column 'metrics.test/mscoco/i2t_r1'"):
+        build_table(tagged.drop(columns=["tags.benchmarks"]), spec(columns=[{"metric": "test/mscoco/i2t_r1"}]))
+
+
+# ---- the default spec -------------------------------------------------------------------------------------
+
+
+def suite_run(variant, seed, values: dict, benchmarks="scenes,scenes_count,digits") -> dict:
+    return {"tags.variant": variant, "tags.seed": str(seed), "tags.benchmarks": benchmarks,
+            **{f"metrics.test/{k}": v for k, v in values.items()}}
+
+
+def test_default_spec_columns_come_from_what_the_runs_logged():
+    logged = {"digits/zeroshot_top1": 0.2, "digits/probe_top1": 0.6, "scenes/i2t_r1": 0.3, "scenes/probe_top1": 0.7,
+              "scenes/t2i_r1": 0.35, "scenes/zeroshot_top1": 0.4, "scenes/modality_gap": 0.8,
+              "scenes/uniformity_image": -1.0, "scenes_count/zeroshot_top1": 0.5, "zeroshot_avg": 0.3, "steps": 80}
+    frame = run_table(suite_run("A", 0, logged), suite_run("B", 0, {k: v / 2 for k, v in logged.items()}))
     made = default_spec(frame)
-    assert made.rows.by == ("tags.variant",)
-    assert [(c.metric, c.scale, c.better) for c in made.columns] == [
-        ("test/zeroshot_top1", 100, "higher"), ("test/modality_gap", 1, "lower")]
-    assert made.cost
-    assert cells_of(build_table(frame, made), "Zero-shot mean") == pytest.approx([10.0, 20.0])
+    # benchmarks in suite order (the tag's), not in the column order (digits first here)
+    assert [(c.name, c.metric, c.scale, c.better) for c in made.columns] == [
+        ("scenes ZS", "test/scenes/zeroshot_top1", 100, "higher"),
+        ("scenes probe", "test/scenes/probe_top1", 100, "higher"),
+        ("scenes I→T R@1", "test/scenes/i2t_r1", 100, "higher"),
+        ("scenes T→I R@1", "test/scenes/t2i_r1", 100, "higher"),
+        ("scenes_count ZS", "test/scenes_count/zeroshot_top1", 100, "higher"),
+        ("digits ZS", "test/digits/zeroshot_top1", 100, "higher"),
+        ("digits probe", "test/digits/probe_top1", 100, "higher"),
+        ("ZS avg", "test/zeroshot_avg", 100, "higher"),
+        ("scenes modality gap", "test/scenes/modality_gap", 1, "lower")]
+    assert made.rows.by == ("tags.variant",) and made.cost
+    table = build_table(frame, made)
+    assert cells_of(table, "digits probe mean") == pytest.approx([60.0, 30.0])
+    assert cells_of(table, "scenes modality gap mean") == pytest.approx([0.8, 0.4])
+
+
+def test_default_spec_takes_the_gap_of_the_first_retrieval_benchmark():
+    # a suite whose first benchmark is classification only; two retrieval benchmarks, the first one listed wins
+    values = {"imagenet1k/zeroshot_top1": 0.5, "mscoco/i2t_r1": 0.3, "mscoco/modality_gap": 0.7,
+              "flickr/t2i_r1": 0.2, "flickr/modality_gap": 0.6}
+    frame = run_table(suite_run("A", 0, values, "imagenet1k,mscoco,flickr"))
+    assert [c.name for c in default_spec(frame).columns] == [
+        "imagenet1k ZS", "mscoco I→T R@1", "flickr T→I R@1", "mscoco modality gap"]
+    # without the tag (older runs): benchmarks in the order of the logged columns
+    untagged = run_table({"tags.variant": "A", **{f"metrics.test/{k}": v for k, v in values.items()}})
+    assert [c.name for c in default_spec(untagged).columns] == [
+        "imagenet1k ZS", "mscoco I→T R@1", "flickr T→I R@1", "mscoco modality gap"]
+    untagged = untagged[["run_id", "run_name", "status", "tags.variant", "metrics.test/flickr/modality_gap",
+                         "metrics.test/mscoco/modality_gap", "metrics.test/mscoco/i2t_r1"]]
+    assert [c.name for c in default_spec(untagged).columns] == ["mscoco I→T R@1", "flickr modality gap"]
 
 
 def test_default_spec_rows_by_swept_config_tags_without_a_variant():
     frame = run_table(*({"tags.objective.fusion_weight": str(lam), "tags.fusion.depth": "2", "tags.run.seed": str(s),
                          "tags.ray.trial_id": f"t{lam}{s}", ZS: 0.1} for lam in (0.0, 2.0) for s in (0, 1)))
     assert default_spec(frame).rows.by == ("tags.objective.fusion_weight",)
-    with pytest.raises(AnalysisError, match="these runs logged none of test/zeroshot_top1"):
-        default_spec(frame.drop(columns=[ZS]))
+    with pytest.raises(AnalysisError, match="these runs logged no test/BENCHMARK/METRIC of zeroshot_top1"):
+        default_spec(frame.drop(columns=[ZS]).assign(**{"metrics.test/steps": 80, "metrics.val/scenes/i2t_r1": 0.1}))
 
 
 def test_a_thousand_runs_build_well_under_a_second():
@@ -513,12 +657,12 @@ def test_a_thousand_runs_build_well_under_a_second():
                               **{f"params.p{k}": float(k) for k in range(100)})
                         for i, v in enumerate(variants)))
     table_spec = spec(rows={"by": "tags.variant", "baseline": "A"}, significance=True, cost=True, columns=[
-        {"metric": "test/zeroshot_top1"}, {"metric": "test/modality_gap", "better": "lower"}])
+        {"metric": "test/scenes/zeroshot_top1"}, {"metric": "test/scenes/modality_gap", "better": "lower"}])
     start = time.perf_counter()
     table = build_table(frame, table_spec)
     assert time.perf_counter() - start < 0.5
     finished = frame[frame["status"] == "FINISHED"]
-    assert cells_of(table, "test/modality_gap mean") == pytest.approx(
+    assert cells_of(table, "test/scenes/modality_gap mean") == pytest.approx(
         finished.groupby("tags.variant")[GAP].mean().loc[["A", "B", "C", "D"]].tolist())
 
 
@@ -528,7 +672,7 @@ def test_a_thousand_runs_build_well_under_a_second():
 def logged(analysis_store, sweep: str) -> pd.DataFrame:
     """What the store's trials logged, one row per trial, straight from the fixture's records."""
     return pd.DataFrame([{"name": t.name, "status": t.status, "duration_s": t.duration_s, **t.tags,
-                          **{f"test/{k}": v for k, v in t.test.items()}, "best_zs": max(t.val["zeroshot_top1"])}
+                          **{f"test/{k}": v for k, v in t.test.items()}, "best_zs": max(t.val["zeroshot_avg"])}
                          for t in analysis_store.trials[sweep]])
 
 
@@ -539,8 +683,9 @@ def test_ablation_spec_over_a_real_store(analysis_store):
     finished = trials[trials["status"] == "FINISHED"]
     assert cells_of(table, "tags.variant") == list(ABLATION_ROWS)
     assert cells_of(table, "n") == finished.groupby("variant").size().loc[list(ABLATION_ROWS)].tolist()
-    for name, metric in (("Zero-shot", "test/zeroshot_top1"), ("Linear probe", "test/probe_top1"),
-                         ("I→T R@1", "test/i2t_r1"), ("T→I R@1", "test/t2i_r1")):
+    for name, metric in (("Zero-shot", "test/scenes/zeroshot_top1"), ("Linear probe", "test/scenes/probe_top1"),
+                         ("I→T R@1", "test/scenes/i2t_r1"), ("T→I R@1", "test/scenes/t2i_r1"),
+                         ("Zero-shot avg", "test/zeroshot_avg")):
         expected = (finished[metric] * 100).groupby(finished["variant"]).agg(["mean", "std", "count"])
         expected = expected.loc[list(ABLATION_ROWS)]
         assert cells_of(table, f"{name} mean") == pytest.approx(expected["mean"].tolist())
@@ -559,10 +704,10 @@ def test_ablation_spec_over_a_real_store(analysis_store):
     assert cells_of(table, "CPU-hours") == pytest.approx(hours.groupby(finished["variant"]).mean()
                                                         .loc[list(ABLATION_ROWS)].tolist())
     failed = trials[trials["status"] == "FAILED"].iloc[0]
-    missing = finished[finished["test/probe_top1"].isna()].iloc[0]
+    missing = finished[finished["test/scenes/probe_top1"].isna()].iloc[0]
     assert table.excluded[["run_name", "reason", "detail"]].values.tolist() == [
-        [failed["name"], "failed", failed["error"]], [missing["name"], "missing metrics.test/probe_top1", ""]]
-    probe = finished.loc[finished["variant"] == "OpenCLIP", "test/probe_top1"] * 100
+        [failed["name"], "failed", failed["error"]], [missing["name"], "missing metrics.test/scenes/probe_top1", ""]]
+    probe = finished.loc[finished["variant"] == "OpenCLIP", "test/scenes/probe_top1"] * 100
     openclip = next(line for line in table.to_markdown().splitlines() if line.startswith("| OpenCLIP |"))
     assert f"| {probe.mean():.1f} ± {probe.std():.1f} (n=2) |" in openclip
     assert f"1 failed ({failed['name']}: {failed['error']})" in table.notes[0]
@@ -574,7 +719,7 @@ def test_lambda_spec_and_best_values_over_a_real_store(analysis_store):
     lam = trials["objective.fusion_weight"].astype(float)
     table = build_table(runs, spec_for("fusion_weight"))
     assert cells_of(table, "params.objective.fusion_weight") == [0.0, 2.0, 6.0]
-    expected = trials["test/modality_gap"].groupby(lam).agg(["mean", "std", "count"])
+    expected = trials["test/scenes/modality_gap"].groupby(lam).agg(["mean", "std", "count"])
     assert cells_of(table, "Modality gap mean") == pytest.approx(expected["mean"].tolist())
     assert cells_of(table, "Modality gap std") == pytest.approx(expected["std"].tolist())
     # two workers of one GPU each
@@ -582,5 +727,5 @@ def test_lambda_spec_and_best_values_over_a_real_store(analysis_store):
     assert table.to_markdown().splitlines()[4].startswith("| 0 (no fusion) | 2 | ")
 
     best = build_table(runs, spec(rows={"by": "params.objective.fusion_weight"},
-                                  columns=[{"metric": "val/zeroshot_top1", "source": "best"}]))
-    assert cells_of(best, "val/zeroshot_top1 mean") == pytest.approx(trials["best_zs"].groupby(lam).mean().tolist())
+                                  columns=[{"metric": "val/zeroshot_avg", "source": "best"}]))
+    assert cells_of(best, "val/zeroshot_avg mean") == pytest.approx(trials["best_zs"].groupby(lam).mean().tolist())

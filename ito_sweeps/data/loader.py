@@ -21,7 +21,7 @@ from ito_sweeps.data.text_augment import augment_caption
 
 MEAN = torch.tensor(OPENAI_DATASET_MEAN).view(3, 1, 1)
 STD = torch.tensor(OPENAI_DATASET_STD).view(3, 1, 1)
-DIGITS_TOTAL = 1797  # scikit-learn's bundled handwritten digits
+from ito_sweeps.eval_config import DIGITS_TOTAL
 
 
 def build_splits(cfg: DataConfig) -> dict[str, ImageTextSet]:

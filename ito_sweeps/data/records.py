@@ -37,7 +37,7 @@ class Record:
 def from_webdataset(sample: dict) -> Record:
     """A sample grouped by webdataset (extension -> bytes) in img2dataset or CLIP_benchmark layout.
 
-    Captions: the `captions` list of key.json when it has one (several paraphrases), else key.txt.
+    Captions: the `captions` list of key.json when it has one (several paraphrases), else the lines of key.txt.
     Label: key.cls (CLIP_benchmark), else the `label` of key.json.
     """
     image = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
@@ -47,7 +47,8 @@ def from_webdataset(sample: dict) -> Record:
         meta = {}  # img2dataset's json is metadata only; a broken one costs the sample nothing else
     captions = meta.get("captions") if isinstance(meta, dict) else None
     if not isinstance(captions, list):
-        captions = [sample["txt"].decode("utf-8", "replace")] if "txt" in sample else []
+        # CLIP_benchmark's retrieval layout keeps an image's captions one per line
+        captions = sample["txt"].decode("utf-8", "replace").splitlines() if "txt" in sample else []
     label = int(sample["cls"]) if "cls" in sample else meta.get("label") if isinstance(meta, dict) else None
     return Record(sample["__key__"], image, clean_captions(captions), label)
 

@@ -1,8 +1,9 @@
 """What the training loop needs from any data source, embedded or streamed, behind one interface.
 
-`open_data` checks the data paths first (before the loop builds a model), then gives the held-out
-splits in memory and endless local training batches from any optimizer step on, plus the samples a
-stream has skipped so far (nothing for the embedded sets, which cannot have bad samples).
+`open_data` checks the data paths first (before the loop builds a model), then gives endless local
+training batches from any optimizer step on, plus the samples a stream has skipped so far (nothing for the
+embedded sets, which cannot have bad samples). Evaluation streams its benchmarks itself
+(data/benchmarks.py); an embedded set lends it the splits already rendered (`own`).
 """
 from __future__ import annotations
 
@@ -14,21 +15,13 @@ import torch
 from ito_sweeps.config import Config, check_batch_split
 from ito_sweeps.data.imageset import ImageTextSet
 from ito_sweeps.data.loader import BatchPlan, ViewsDataset, build_splits, train_batches
-from ito_sweeps.data.paths import check_data_paths, metadata_folders
+from ito_sweeps.data.paths import check_benchmark_paths, check_data_paths
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 
 class TrainData:
-    """Held-out splits and training batches.
-
-    val is None when no validation data is configured. Streams read their held-out splits on rank 0 only
-    (the only rank that evaluates), so other ranks hold None there and start training sooner.
-    """
-
-    val: ImageTextSet | None
-    test: ImageTextSet
-    probe_train: ImageTextSet  # the first eval.probe_train_size training samples, for the linear probe
+    own: dict[str, ImageTextSet] | None = None  # an embedded set's rendered train, val and test splits
 
     def batches(self, start_step: int) -> Batches:
         """Endless local batches (global batch / world size) from optimizer step start_step on."""
@@ -43,6 +36,7 @@ def open_data(cfg: Config, tokenizer: Callable[[list[str]], torch.Tensor], needs
               world_size: int = 1, pin_memory: bool = False) -> TrainData:
     """needs: the objective's inputs (views, captions, augmented_captions per sample)."""
     check_data_paths(cfg.data, world_size)
+    check_benchmark_paths(cfg)  # evaluation reads its files only at the first validation pass
     check_batch_split(cfg.data.batch_size, world_size)
     kind = _Streamed if cfg.data.dataset in ("webdataset", "csv") else _InMemory
     return kind(cfg, tokenizer, needs, rank, world_size, pin_memory)
@@ -51,8 +45,7 @@ def open_data(cfg: Config, tokenizer: Callable[[list[str]], torch.Tensor], needs
 class _InMemory(TrainData):
     def __init__(self, cfg, tokenizer, needs, rank, world_size, pin_memory):
         splits = build_splits(cfg.data)
-        self.val, self.test = splits["val"], splits["test"]
-        self.probe_train = splits["train"].subset(slice(0, cfg.eval.probe_train_size))
+        self.own = splits
         self.dataset = ViewsDataset(splits["train"], tokenizer, needs.views, needs.captions, cfg.data, cfg.run.seed,
                                     augmented_captions=needs.augmented_captions)
         self.plan = BatchPlan(len(self.dataset), cfg.data.batch_size, cfg.run.seed, rank, world_size)
@@ -64,25 +57,13 @@ class _InMemory(TrainData):
 
 class _Streamed(TrainData):
     def __init__(self, cfg, tokenizer, needs, rank, world_size, pin_memory):
-        from ito_sweeps.data.heldout import read_heldout
         from ito_sweeps.data.stream import SkipCounts, loader_workers
 
-        data = cfg.data
         self.cfg, self.tokenizer, self.needs = cfg, tokenizer, needs
         self.rank, self.world_size, self.pin_memory = rank, world_size, pin_memory
-        self.source = _source(cfg, data.train_data)
-        self.num_workers = loader_workers(self.source, data.num_workers, world_size)
+        self.source = _source(cfg, cfg.data.train_data)
+        self.num_workers = loader_workers(self.source, cfg.data.num_workers, world_size)
         self._skipped = SkipCounts(self.num_workers)
-
-        def heldout(spec: str | None, n: int) -> ImageTextSet | None:
-            if spec is None or rank != 0:
-                return None
-            source = self.source if spec == data.train_data else _source(cfg, spec)
-            return read_heldout(source, metadata_folders(spec), n, data.image_size, data.captions_per_image)
-
-        self.val = heldout(data.val_data, data.num_val) if cfg.eval.every else None
-        self.test = heldout(data.test_data, data.num_test)
-        self.probe_train = heldout(data.train_data, cfg.eval.probe_train_size)
 
     def batches(self, start_step: int) -> Batches:
         from ito_sweeps.data.stream import StreamViews, stream_batches, stream_seed

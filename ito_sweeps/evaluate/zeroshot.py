@@ -23,7 +23,18 @@ def class_embeddings(model, tokenizer, classnames: list[str], templates: list[st
 
 def zeroshot_top1(image: torch.Tensor, classes: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of images (N, D) whose highest-cosine class among classes (C, D) equals labels (N,)."""
+    return zeroshot_metrics(image, classes, labels)["zeroshot_top1"]
+
+
+def zeroshot_metrics(image: torch.Tensor, classes: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """What CLIP_benchmark reports for zero-shot classification: top-1, top-5 (top-C with fewer than 5
+    classes) and the mean over the classes present in labels of each class's recall (balanced accuracy)."""
     scores = F.normalize(image.float(), dim=1) @ F.normalize(classes.float(), dim=1).T
     # argmax returns the first maximal index, so exact ties go to the lower class index.
     predictions = scores.argmax(dim=1)
-    return (predictions == labels).double().mean().item()
+    hit = predictions == labels
+    top5 = (scores.topk(min(5, classes.shape[0]), dim=1).indices == labels[:, None]).any(dim=1)
+    present = labels.unique()
+    recall = torch.stack([hit[labels == c].double().mean() for c in present])
+    return {"zeroshot_top1": hit.double().mean().item(), "zeroshot_top5": top5.double().mean().item(),
+            "zeroshot_mean_per_class_recall": recall.mean().item()}

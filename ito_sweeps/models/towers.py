@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transformer import VisionTransformer, text_global_pool
 from torch import nn
 
@@ -51,6 +52,19 @@ def model_config(cfg: Config) -> dict[str, Any]:
     model_cfg = copy.deepcopy(base)
     model_cfg["vision_cfg"]["image_size"] = cfg.data.image_size
     return model_cfg
+
+
+def preprocess_config(cfg: Config) -> dict[str, Any]:
+    """The open_clip `preprocess_cfg` of the exported model: its eval transform is how evaluation sees images."""
+    return {"size": cfg.data.image_size, "mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD),
+            "interpolation": "bicubic", "resize_mode": "shortest"}
+
+
+def eval_transform(cfg: Config):
+    """PIL image -> normalised tensor, exactly as open_clip preprocesses images for the exported model."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    return image_transform_v2(PreprocessCfg(**preprocess_config(cfg)), is_train=False)
 
 
 def build_tokenizer(cfg: Config):

@@ -169,18 +169,19 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
 
 
 def _check_data(space: SearchSpace) -> None:
-    """Every enumerable trial's data paths, before Ray starts: a typo in a shard path costs a second."""
+    """Every enumerable trial's data and benchmark paths, before Ray starts: a typo in a path costs a second."""
     from ito_sweeps.config import ConfigError
-    from ito_sweeps.data.paths import check_data_paths
+    from ito_sweeps.data.paths import check_benchmark_paths, check_data_paths
 
     checked = set()
     for trial in space.trial_configs():
-        data = space.resolve(trial).data
-        key = repr(data)
+        cfg = space.resolve(trial)
+        key = repr((cfg.data, cfg.eval.benchmarks))
         if key not in checked:
             checked.add(key)
             try:
-                check_data_paths(data, space.resources.num_workers)
+                check_data_paths(cfg.data, space.resources.num_workers)
+                check_benchmark_paths(cfg)
             except ConfigError as err:
                 raise SweepError(f"{space.path}: trial {space.trial_label(trial)!r}: {err}") from None
 

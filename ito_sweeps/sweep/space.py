@@ -123,6 +123,16 @@ class SearchSpace:
         names = ", ".join(v.name for v in self.variants)
         raise SpaceError(f"{self.shown()}: unknown variant {name!r} (variants: {names})")
 
+    def benchmark_names(self) -> list[str]:
+        """Every benchmark some trial evaluates, in suite order (optuna: each variant's, as trials are not known
+        ahead): what a table of this sweep's runs can have columns of."""
+        if self.search == "optuna":
+            configs = [make_config(self.base, {**self.overrides, **(v.set if v else {})})
+                       for v in self.variants or [None]]
+        else:
+            configs = [self.resolve(trial) for trial in self.trial_configs()]
+        return list(dict.fromkeys(b.name for cfg in configs for b in cfg.eval.benchmarks or ()))
+
     def shown(self) -> str:
         return f"{self.path} (profile {self.profile})" if self.profile else str(self.path)
 
@@ -148,6 +158,7 @@ def load_space(path: str | Path, profile: str | None = None) -> SearchSpace:
     checks.check_search(f, search, metric, num_samples, seeds, params, variants)
     asha = checks.asha(f, get("scheduler", "fifo"), metric, params, variants, fixed)
     checks.check_reporting(f, metric, params, variants, fixed)
+    checks.check_metrics_reported(f, metric, variants, base, overrides)
     checks.check_batch_split(f, resources, params, variants, fixed)
     space = SearchSpace(
         path=f.path.resolve(), name=f.path.stem, profile=f.profile,

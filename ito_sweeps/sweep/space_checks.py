@@ -4,6 +4,7 @@ workers. Each function reads through a `SpaceFile`, whose `fail` names the file,
 """
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from ito_sweeps import config
@@ -207,6 +208,26 @@ def check_reporting(f: SpaceFile, metric: str | list[str], params: list[Param], 
         if ckpt and any(e and ckpt % e for e in every):
             f.fail("run.checkpoint_every", f"{ckpt} is not a multiple of eval.every {show(every)}: a sweep hands "
                                            f"Ray a checkpoint at validation passes only")
+
+
+def check_metrics_reported(f: SpaceFile, metric: str | list[str], variants: list[Variant], base: dict[str, Any],
+                           overrides: dict[str, Any]) -> None:
+    """Each variant's evaluation suite reports the metric: a benchmark that is not configured, or a task it
+    does not run, is found before Ray starts, with the names that are reported."""
+    for variant in variants or [None]:
+        cfg = make_config(base, {**overrides, **(variant.set if variant else {})})
+        for n, name in enumerate([metric] if isinstance(metric, str) else metric):
+            split = name.split("/", 1)[0]
+            reported = [f"{split}/{m}" for m in cfg.eval.metric_names(split)]
+            if name in reported:
+                continue
+            where = f.where("metric") + (f"[{n}]" if isinstance(metric, list) else "")
+            trial = f" in variant {variant.name!r}" if variant else ""
+            close = difflib.get_close_matches(name, reported, n=1, cutoff=0.5)
+            benchmarks = ", ".join(b.name for b in cfg.eval.benchmarks or ()) or "none"
+            f.fail(where, f"{name!r} is never reported{trial}: " + (f"did you mean {close[0]}? " if close else "")
+                   + f"the configured benchmarks (eval.benchmarks) are {benchmarks}; {split}/ metrics are "
+                   f"{', '.join(reported[:12])}{', ...' if len(reported) > 12 else ''}")
 
 
 def check_batch_split(f: SpaceFile, resources: Resources, params: list[Param], variants: list[Variant],

@@ -26,7 +26,7 @@ from ito_sweeps.sweep.store import TrackingError, artifact_root
 
 TRIAL_ID_TAG = "ray.trial_id"
 ERROR_TAG = "error"
-FINAL_METRIC = "test/zeroshot_top1"  # only the last report of a trial carries test metrics
+FINAL_METRIC = "test/steps"  # only the last report of a trial carries test metrics, and it always has this one
 MAX_TAG_CHARS = 5000  # MLflow caps tag values at 8000 characters
 log = logging.getLogger(__name__)
 

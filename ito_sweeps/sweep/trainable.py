@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any
 
 import ray.train
@@ -65,6 +66,9 @@ def run_trial(config: dict[str, Any]) -> None:
         "resources.cpus_per_worker": str(space.resources.cpus_per_worker),
         "resources.gpus_per_worker": str(space.resources.gpus_per_worker),
         **space.trial_tags(config),
+        # what `ito-sweeps export --run` and `evaluate --model run:ID` read, and what table columns may name
+        "checkpoints": str(Path(sweep["train_storage"]) / trial_id),
+        "benchmarks": ",".join(b.name for b in cfg.eval.benchmarks or ()),
     }
     if cfg.objective.name == "latent_structure":
         tags["regularizers"] = "+".join(cfg.objective.latent_structure.regularizers) or "none"

@@ -36,6 +36,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from ito_sweeps.train.loop import train
 
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # it logs each start and stop
+    # Ray Train logs every checkpointed report with all its metrics, one console line of the whole suite per
+    # validation pass; the trial table already shows progress
+    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
     # Rank 0's logger retries failed sends itself, off the training thread and without end; MLflow's own
     # retries (7 of them, backing off to minutes) would only delay noticing that a server is back.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

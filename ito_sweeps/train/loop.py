@@ -4,7 +4,8 @@ Plain PyTorch only. Orchestration layers (Ray Train, MLflow) attach through argu
 receives every logged record, `on_report` is called on every rank at each validation pass (every
 `eval.every` steps and at the end) with rank 0's evaluation metrics and the checkpoint saved at that
 step, `prepare_model` may wrap the model for data parallelism, and `resume` restarts from a
-checkpoint. Under torch.distributed each rank runs this function; rank 0 evaluates and writes files.
+checkpoint. Under torch.distributed each rank runs this function; every rank embeds its share of the
+evaluation suite, rank 0 scores it and writes files.
 
 The step itself never waits on the host: losses are accumulated on the device and read back only at
 logging steps, where a non-finite loss also surfaces, naming the first step at which it appeared.
@@ -27,8 +28,8 @@ from torch import nn
 from ito_sweeps import config as config_mod
 from ito_sweeps.config import Config, ConfigError
 from ito_sweeps.data.train_data import open_data
-from ito_sweeps.evaluate.run import Embedder, embedding_sample, evaluate
-from ito_sweeps.models.towers import ITOModel, build_tokenizer
+from ito_sweeps.evaluate.suite import Encoder, evaluate_suite
+from ito_sweeps.models.towers import ITOModel, build_tokenizer, eval_transform
 from ito_sweeps.objectives import build_objective
 from ito_sweeps.objectives.contrastive import world
 from ito_sweeps.train import checkpoint
@@ -135,7 +136,7 @@ def train(
 
     use_bf16 = cfg.run.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
-    embed = Embedder(model, tokenizer, device, cfg.eval.batch_size, autocast)
+    encoder = Encoder(model.clip, tokenizer, eval_transform(cfg), device, cfg.eval.batch_size, autocast)
     batches = data.batches(start_step)
 
     train_step = TrainStep(cfg, model, objective, optimizer, autocast, wrapped)
@@ -197,22 +198,28 @@ def train(
             saved = save_checkpoint(done)
         validate = bool(cfg.eval.every) and (done % cfg.eval.every == 0 or last)
         if validate or last:
+            # every rank embeds its share of each benchmark; rank 0 gathers and scores
+            def run_suite(split: str, keep_sample: int = 0):
+                return evaluate_suite(encoder, cfg, split, rank, world_size, data.own, cfg.data.num_workers,
+                                      keep_sample)
+
             report: dict[str, float] = {}
-            if lead and validate:
-                val = evaluate(embed, data.val, data.probe_train, cfg.eval, cfg.run.seed)
-                report = {f"val/{k}": v for k, v in val.items()}
-                emit(done, report)
-            if lead and last:
-                final = evaluate(embed, data.test, data.probe_train, cfg.eval, cfg.run.seed)
-                final.update(train_time_s=train_time, steps=float(cfg.schedule.steps))
-                emit(done, {f"test/{k}": v for k, v in final.items()})
-                report.update({f"test/{k}": v for k, v in final.items()})
-                metrics = final
-                if run_dir is not None:
-                    (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-                    if cfg.eval.embeddings_sample:
-                        np.savez(run_dir / "embeddings.npz",
-                                 **embedding_sample(embed, data.test, cfg.eval.embeddings_sample))
+            if validate:
+                val, _ = run_suite("val")
+                if lead:
+                    report = {f"val/{k}": v for k, v in val.items()}
+                    emit(done, report)
+            if last:
+                final, sample = run_suite("test", cfg.eval.embeddings_sample)
+                if lead:
+                    final.update(train_time_s=train_time, steps=float(cfg.schedule.steps))
+                    emit(done, {f"test/{k}": v for k, v in final.items()})
+                    report.update({f"test/{k}": v for k, v in final.items()})
+                    metrics = final
+                    if run_dir is not None:
+                        (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+                        if sample is not None:
+                            np.savez(run_dir / "embeddings.npz", **sample)
             _barrier(world_size)
             if on_report is not None:
                 on_report(done, report, saved)
