@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ito_sweeps import config as C
-from ito_sweeps.data.loader import ViewsDataset
+from ito_sweeps.data.batch_augment import make_views
+from ito_sweeps.data.loader import ViewsDataset, collate
 from ito_sweeps.data.scenes import make_scenes
 from ito_sweeps.models.towers import ITOModel, build_tokenizer
 from ito_sweeps.objectives import build_objective
@@ -32,7 +33,8 @@ def loss_agreement(model_name: str, image_size: int, batch: int) -> dict:
     data = make_scenes(batch, 0, image_size, 5)
     needs = objective.inputs
     dataset = ViewsDataset(data, build_tokenizer(cfg), needs.views, needs.captions, cfg.data, seed=0)
-    images, texts = (torch.stack(x).cuda() for x in zip(*(dataset[(0, i)] for i in range(batch))))
+    pixels, params, texts = (x.cuda() for x in collate([dataset[(0, i)] for i in range(batch)]))
+    images = make_views(pixels, params, image_size)
 
     def losses(bf16: bool, compiled: bool) -> dict[str, float]:
         def fn(i, t):

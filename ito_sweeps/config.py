@@ -90,6 +90,9 @@ class DataConfig:
     # splits a caption cell into several captions of one image (e.g. "|"); None: one caption per row
     csv_caption_separator: str | None = None
     shuffle_buffer: int = bounded(1000, 1)  # samples each loader worker holds to shuffle a stream: bounds memory
+    # where a stream's JPEGs are decoded: in the loader processes, or a batch at a time on the training GPU
+    # (nvJPEG), so a sample costs the CPU little more than reading its bytes; other formats stay on the CPU
+    decode: Literal["cpu", "gpu"] = "cpu"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     text_augment: TextAugmentConfig = field(default_factory=TextAugmentConfig)
 
@@ -296,6 +299,11 @@ def _check_data_keys(cfg: Config) -> None:
             )
     if not streamed and data.num_train < data.batch_size:
         raise ConfigError(f"data.batch_size: {data.batch_size} is larger than data.num_train {data.num_train}")
+    if data.decode == "gpu" and not streamed:
+        raise ConfigError(f"data.decode: gpu decodes streamed JPEGs; data.dataset={data.dataset} is held decoded in "
+                          f"memory, so use data.decode=cpu")
+    if data.decode == "gpu" and cfg.run.device == "cpu":
+        raise ConfigError("data.decode: gpu needs a GPU to train on; use run.device=cuda, or data.decode=cpu")
     if data.csv_caption_separator == "":
         raise ConfigError("data.csv_caption_separator: empty; use null for one caption per row")
 

@@ -15,7 +15,7 @@ import torch
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as F
 
-from ito_sweeps.data.augment import _adjust_hue, _crop_box, augment_view
+from ito_sweeps.data.augment import _crop_box, adjust_hue, augment_view
 from ito_sweeps.data.digits import load_digits_set
 from ito_sweeps.data.scenes import COLOURS, SHAPES, make_scenes, make_scenes_with_layout
 
@@ -324,7 +324,7 @@ def test_hue_shift_matches_torchvision(image):
     image[1, 8, :] = image[0, 8, :]  # ties between the largest channels
     image[2, 9, :] = image[1, 9, :]
     for factor in torch.linspace(-0.5, 0.5, 21).tolist():
-        torch.testing.assert_close(_adjust_hue(image, factor), F.adjust_hue(image, factor), atol=2e-6, rtol=0)
+        torch.testing.assert_close(adjust_hue(image, factor), F.adjust_hue(image, factor), atol=2e-6, rtol=0)
 
 
 def test_augment_does_not_touch_the_global_rng(image):

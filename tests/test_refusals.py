@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -14,6 +15,7 @@ from ito_sweeps.cli import main
 from ito_sweeps.sweep.feasibility import check_local, local_capacity
 from ito_sweeps.sweep.space import SpaceError, load_space
 
+ROOT = Path(__file__).resolve().parents[1]
 REFUSE_WITHIN_S = 3.0
 SPACE = ("search: grid\nseeds: [0]\n"
          "config: {data.num_train: 256, data.batch_size: 32, schedule.steps: 10, schedule.warmup_steps: 2, eval.every: 5}\n")
@@ -101,6 +103,19 @@ def test_gpus_on_a_machine_that_has_none(tmp_path, store):
     assert "(profile gpu): profiles.gpu.resources.gpus_per_worker: a trial asks for 1 GPU (1 worker(s) x 1), " \
            "but this machine has 0, and a local Ray would wait for them forever" in line
     assert "--profile cpu" in line and "--address" in line
+
+
+@pytest.mark.parametrize("name", ["ablation_components", "alignment_variants", "fusion_depth", "fusion_weight",
+                                  "fusion_weight_optuna", "patch_dropout", "smoke"])
+def test_a_shipped_gpu_profile_whose_placeholder_paths_are_not_filled_in(tmp_path, store, name):
+    # past the space's and its report table's checks, the first path the trials read: the training shards
+    # (an optuna space's trials are not known ahead: what every one of them reads is checked)
+    space = ROOT / "search_spaces" / f"{name}.yaml"
+    line = refused(tmp_path, store, "sweep", str(space), "--profile", "gpu", "--tracking-uri", store,
+                   "--storage", str(tmp_path / "ray"))
+    assert line.startswith(f"error: {space}: {'every trial' if 'optuna' in name else 'trial '}")
+    assert ": data.train_data: /mnt/datasets/cc12m/{00000..01242}.tar matches 1243 missing file(s) of 1243 " \
+           "(first: /mnt/datasets/cc12m/00000.tar)" in line
 
 
 def test_missing_space_file_is_refused_at_once(tmp_path, store):

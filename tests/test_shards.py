@@ -24,10 +24,11 @@ from webdataset import TarWriter
 
 from ito_sweeps import config as C
 from ito_sweeps.cli import main
-from ito_sweeps.data.augment import augment_view
+from ito_sweeps.data.augment import VIEW_PARAMS, augment_view
+from ito_sweeps.data.batch_augment import device_pixels, make_views
 from ito_sweeps.data.csv_pairs import CsvSource
 from ito_sweeps.data.digits import load_digits_set
-from ito_sweeps.data.loader import build_splits
+from ito_sweeps.data.loader import build_splits, collate
 from ito_sweeps.data.make_shards import encode_image
 from ito_sweeps.data.paths import check_benchmark_paths, check_data_paths
 from ito_sweeps.data.records import DataError, to_uint8_tensor
@@ -215,7 +216,7 @@ def test_each_sample_is_read_once_per_pass_across_ranks_and_workers(shards):
 class KeyStream(StreamViews):
     """The stream's split and shuffling, yielding each sample's key instead of its views."""
 
-    def _views(self, record, image, g):
+    def _views(self, record, image, shape, g):
         return record.key
 
 
@@ -245,9 +246,11 @@ def test_stream_batches_match_views_dataset_shapes_and_reuse_too_few_captions(sh
     cfg = stream_cfg("data.image_size=16").data
     views = StreamViews(ShardSource(str(out / "val"), 8), tokenizer, views=2, captions=3, cfg=cfg, seed=0,
                         skipped=SkipCounts(0), augmented_captions=1)
-    images, tokens = next(iter(views))
+    pixels, params, tokens = next(iter(views))
     context = tokenizer(["a"]).shape[1]
-    assert images.shape == (2, 3, 16, 16) and tokens.shape == (4, context)
+    # the image once, at its stored size, and the parameters of its two views
+    assert pixels.dtype == torch.uint8 and pixels.shape == splits["val"].images.shape[1:]
+    assert params.shape == (2, VIEW_PARAMS) and tokens.shape == (4, context)
     caption_ids = {tuple(t) for caps in splits["val"].captions for t in tokenizer(caps).tolist()}
     assert len({tuple(t) for t in tokens[:3].tolist()}) == 3  # 5 captions: 3 distinct ones
     assert all(tuple(t) in caption_ids for t in tokens[:3].tolist())
@@ -255,13 +258,13 @@ def test_stream_batches_match_views_dataset_shapes_and_reuse_too_few_captions(sh
     # img2dataset with .txt only: one caption, reused for every one asked for
     write_tar(tmp_path / "one.tar", splits["val"], range(4), lambda i, s: {k: s[k] for k in ("__key__", "png", "txt")})
     single = StreamViews(ShardSource(str(tmp_path / "one.tar"), 8), tokenizer, 1, 3, cfg, 0, SkipCounts(0))
-    _, tokens = next(iter(single))
+    *_, tokens = next(iter(single))
     assert torch.equal(tokens[0], tokens[1]) and torch.equal(tokens[1], tokens[2])
 
     batches = stream_batches(views, local_batch=5, num_workers=0, pin_memory=False)
     for _ in range(8):  # 16 samples per pass: several passes, never exhausted
-        images, tokens = next(batches)
-        assert images.shape == (5, 2, 3, 16, 16) and tokens.shape == (5, 4, context)
+        pixels, params, tokens = next(batches)
+        assert make_views(pixels, params, 16).shape == (5, 2, 3, 16, 16) and tokens.shape == (5, 4, context)
 
 
 def test_augment_view_cuts_views_of_the_requested_size_from_a_larger_image():
@@ -318,6 +321,50 @@ def test_corrupt_and_captionless_samples_are_skipped_and_counted_by_reason(shard
     rows = counts.table.tolist()
     assert rows[0] == [0, 0] and min(map(sum, rows[1:])) >= 1  # each worker counted in its own row
     assert counts.totals()["corrupt_image"] >= 2 and counts.totals()["missing_caption"] >= 1
+
+
+def test_gpu_decode_leaves_whole_jpegs_encoded_and_gives_the_same_batches(shards, tmp_path):
+    """data.decode=gpu: the loader passes whole JPEGs on still encoded and decodes the rest itself; decoded with
+    their batch (here on the CPU, by torchvision's same decoder) they give what data.decode=cpu gives."""
+    _, splits = shards
+    train = splits["train"]
+
+    def mixed(i, sample):
+        jpeg = encode_image(train.images[i], "jpg")
+        if i % 4 == 1:
+            return sample  # PNG: decoded in the loader
+        if i == 6:
+            return {**sample, "png": jpeg[: len(jpeg) // 2]}  # a cut-off JPEG: corrupt, skipped in the loader
+        return {**{k: v for k, v in sample.items() if k != "png"}, "jpg": jpeg}
+
+    write_tar(tmp_path / "mixed.tar", train, range(12), mixed)
+    tokenizer = build_tokenizer(C.load(None, []))
+    streams = {}
+    for decode in ("cpu", "gpu"):
+        streams[decode] = StreamViews(ShardSource(str(tmp_path / "mixed.tar"), 4), tokenizer, 2, 1,
+                                      stream_cfg(f"data.decode={decode}").data, 0, skipped := SkipCounts(0))
+        assert skipped.totals() == {"corrupt_image": 0, "missing_caption": 0}
+    on_cpu, on_gpu = (list(streams[d].one_pass(0)) for d in ("cpu", "gpu"))
+    assert len(on_cpu) == len(on_gpu) == 11 and streams["gpu"].skipped.totals()["corrupt_image"] == 1
+    kinds = [p.dim() for p, _, _ in on_gpu]
+    assert kinds.count(1) == 8 and kinds.count(3) == 3  # 8 whole JPEGs stay encoded, 3 PNGs are decoded
+    for (cpu_pixels, cpu_params, cpu_tokens), (gpu_pixels, gpu_params, gpu_tokens) in zip(on_cpu, on_gpu):
+        assert torch.equal(cpu_params, gpu_params) and torch.equal(cpu_tokens, gpu_tokens)  # header sizes
+    pixels, params, tokens = collate(on_gpu)
+    assert isinstance(pixels, list)
+    expected = collate(on_cpu)
+    assert torch.equal(device_pixels(pixels, torch.device("cpu")), expected[0])
+    assert torch.equal(params, expected[1]) and torch.equal(tokens, expected[2])
+
+
+def test_gpu_decode_is_refused_where_it_cannot_apply():
+    with pytest.raises(C.ConfigError, match="data.decode: gpu decodes streamed JPEGs; data.dataset=scenes"):
+        C.load(None, ["data.decode=gpu"])
+    with pytest.raises(C.ConfigError, match="data.decode: gpu needs a GPU to train on; use run.device=cuda"):
+        stream_cfg("data.decode=gpu", "run.device=cpu")
+    if not torch.cuda.is_available():  # auto finds no GPU: refused when training starts, before any data is read
+        with pytest.raises(C.ConfigError, match="data.decode: gpu, but no GPU is visible"):
+            train(stream_cfg("data.decode=gpu"), None)
 
 
 def test_a_pass_with_nothing_usable_stops_with_a_clear_error(shards, tmp_path):

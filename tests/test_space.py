@@ -6,9 +6,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from analysis.table_spec import spec_for
 from ito_sweeps.objectives import build_objective
 from ito_sweeps.sweep.space import SearchSpace, SpaceError, load_space
 
@@ -67,6 +69,41 @@ def test_shipped_space_loads_and_expands(name, profile):
     assert space.resources.use_gpu == (not cpu)
     assert space.resources.num_workers == (1 if cpu else 8)
     assert space.max_concurrent_trials == 1
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_gpu_profile_streams_shards_and_evaluates_files(name):
+    """Paper scale reads webdataset shards (make-shards output or the user's), never scenes rendered into every
+    worker's memory, and evaluates benchmarks read from files; the placeholder paths are ablation_components'."""
+    profile = yaml.safe_load((SPACES / f"{name}.yaml").read_text())["profiles"]["gpu"]
+    assert profile["config"].get("data.dataset") == "webdataset"
+    assert not {"data.num_train", "data.num_val", "data.num_test"} & set(profile["config"])  # embedded sets only
+    (_, reference), *_ = load_space(SPACES / "ablation_components.yaml", "gpu").known_configs()
+    places = {b.name: b for b in reference.eval.benchmarks}
+    space = load_space(SPACES / f"{name}.yaml", "gpu")
+    assert space.metric == "val/imagenet1k/zeroshot_top1"
+    for which, cfg in space.known_configs():
+        assert (cfg.data.dataset, cfg.data.train_data) == ("webdataset", reference.data.train_data), which
+        assert (cfg.data.val_data, cfg.data.test_data) == (None, None)  # nothing is read from the run's own data
+        assert cfg.eval.benchmarks and {b.source for b in cfg.eval.benchmarks} == {"path"}, which
+        for bench in cfg.eval.benchmarks:
+            assert bench.path == places[bench.name].path, (which, bench.name)
+            assert bench.train_path in (None, places[bench.name].train_path), (which, bench.name)
+        assert "imagenet1k/zeroshot_top1" in cfg.eval.metric_names("val")
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_report_tables_show_what_each_profile_evaluates(name, profile):
+    space = load_space(SPACES / f"{name}.yaml", profile)
+    spec = spec_for(space.path, profile)
+    if name == "fusion_weight_optuna":  # the generic table, of whatever its runs logged
+        assert spec is None
+        return
+    # a profile whose suite differs from the default one has a table of its own (analysis/specs/NAME.gpu.yaml)
+    assert Path(spec.origin).name == (f"{name}.yaml" if profile == "cpu" else f"{name}.gpu.yaml")
+    reported = {f"test/{m}" for _, cfg in space.known_configs() for m in cfg.eval.metric_names("test")}
+    assert {c.metric for c in spec.columns} <= reported
 
 
 def test_the_cpu_profile_is_the_default():
@@ -156,11 +193,11 @@ def test_fusion_depth_and_weight_cells():
 
 
 def test_fusion_weight_optuna_searcher_and_asha():
-    for profile, steps, every in [("cpu", 120, 20), ("gpu", 10000, 1000)]:
+    for profile, steps, every, bench in [("cpu", 120, 20, "scenes"), ("gpu", 10000, 1000, "imagenet1k")]:
         space = load_space(SPACES / "fusion_weight_optuna.yaml", profile)
         assert isinstance(space.search_alg(), OptunaSearch)
         assert space.param_space() == {}
-        assert space.tune_metric_mode() == ("val/scenes/zeroshot_top1", "max")
+        assert space.tune_metric_mode() == (f"val/{bench}/zeroshot_top1", "max")
         scheduler = space.scheduler()
         assert isinstance(scheduler, ASHAScheduler)
         assert scheduler._time_attr == "step" and scheduler._max_t == steps

@@ -467,9 +467,14 @@ def variant_names(name: str) -> list[str]:
 
 
 def test_shipped_specs_name_the_rows_their_search_spaces_make():
-    assert sorted(p.name for p in SPECS_DIR.glob("*.yaml")) == [
-        "ablation_components.gpu.yaml", "ablation_components.yaml", "alignment_variants.yaml", "fusion_depth.yaml",
-        "fusion_weight.yaml", "latent_structure.yaml", "patch_dropout.yaml", "smoke.yaml"]
+    twins = ["ablation_components", "alignment_variants", "fusion_depth", "fusion_weight", "latent_structure",
+             "patch_dropout", "smoke"]  # every spec has a gpu twin: the same rows over the gpu profile's benchmarks
+    assert sorted(p.name for p in SPECS_DIR.glob("*.yaml")) == sorted(
+        f"{name}{suffix}" for name in twins for suffix in (".yaml", ".gpu.yaml"))
+    for name in twins:
+        cpu, gpu = load_spec(SPECS_DIR / f"{name}.yaml"), load_spec(SPECS_DIR / f"{name}.gpu.yaml")
+        assert (gpu.rows, gpu.where, gpu.title, gpu.significance, gpu.cost) == (
+            cpu.rows, cpu.where, cpu.title, cpu.significance, cpu.cost), name
     for name in ("ablation_components", "smoke", "patch_dropout"):
         shipped = spec_for(f"/anywhere/search_spaces/{name}.yaml")
         assert shipped.rows.by == ("tags.variant",) and list(shipped.rows.order) == variant_names(name)
@@ -491,11 +496,11 @@ def test_shipped_specs_name_the_rows_their_search_spaces_make():
 
 def test_shipped_specs_show_metrics_their_suites_report():
     """Every column of a spec for the default suite is a metric a default-config run reports at its test pass;
-    the gpu ablation's columns are what a suite of ImageNet-1k, COCO, CIFAR-10 and CIFAR-100 reports."""
+    the gpu specs' columns are what a suite of ImageNet-1k, COCO, CIFAR-10 and CIFAR-100 reports."""
     default = config.load(None, [])
     reported = {f"test/{m}" for m in default.eval.metric_names("test")}
     for path in SPECS_DIR.glob("*.yaml"):
-        if path.name != "ablation_components.gpu.yaml":
+        if not path.name.endswith(".gpu.yaml"):
             assert {c.metric for c in load_spec(path).columns} <= reported, path.name
     gpu_suite = config.from_dict({"eval": {"benchmarks": [
         {"name": "imagenet1k", "path": "/data/wds_imagenet1k/test", "train_path": "/data/wds_imagenet1k/train",
@@ -508,7 +513,9 @@ def test_shipped_specs_show_metrics_their_suites_report():
     assert [c.metric for c in gpu.columns] == [
         "test/imagenet1k/zeroshot_top1", "test/imagenet1k/probe_top1", "test/mscoco/i2t_r1", "test/mscoco/t2i_r1",
         "test/zeroshot_avg"]
-    assert {c.metric for c in gpu.columns} <= {f"test/{m}" for m in gpu_suite.metric_names("test")}
+    gpu_reported = {f"test/{m}" for m in gpu_suite.metric_names("test")}
+    for path in SPECS_DIR.glob("*.gpu.yaml"):
+        assert {c.metric for c in load_spec(path).columns} <= gpu_reported, path.name
     # the layout of the paper's component ablation, on each profile's benchmarks
     cpu = spec_for("ablation_components", "cpu")
     assert [c.metric for c in cpu.columns] == [
@@ -535,9 +542,10 @@ def test_spec_for_prefers_the_profiles_own_spec(tmp_path, monkeypatch):
         ("only", "gpu"): ("only.gpu.yaml", "test/mscoco/i2t_r1"),
         ("only", "cpu"): None, ("only", None): None, ("none", "gpu"): None}
     monkeypatch.undo()
-    # the shipped ones: the gpu ablation has its own file, the smoke sweep one for every profile
-    assert Path(spec_for("ablation_components", "gpu").origin) == SPECS_DIR / "ablation_components.gpu.yaml"
-    assert Path(spec_for("smoke", "gpu").origin) == SPECS_DIR / "smoke.yaml"
+    # the shipped ones: each space's gpu profile has its own file, its cpu profile the plain one
+    for name in ("ablation_components", "smoke", "fusion_weight"):
+        assert Path(spec_for(name, "gpu").origin) == SPECS_DIR / f"{name}.gpu.yaml"
+        assert Path(spec_for(name, "cpu").origin) == Path(spec_for(name).origin) == SPECS_DIR / f"{name}.yaml"
 
 
 # ---- columns naming benchmarks the runs do not evaluate ---------------------------------------------------

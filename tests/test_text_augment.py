@@ -259,11 +259,11 @@ def test_views_dataset_appends_a_synonym_variant_of_the_first_caption():
     plain = ViewsDataset(data, tokenizer, 2, 2, cfg.data, seed=0)
     augmented = ViewsDataset(data, tokenizer, 2, 2, cfg.data, seed=0, augmented_captions=1)
     for i in range(16):
-        views, tokens = augmented[(0, i)]
-        plain_views, plain_tokens = plain[(0, i)]
+        _, views, tokens = augmented[(0, i)]
+        _, plain_views, plain_tokens = plain[(0, i)]
         # the augmented copy is drawn after the views and captions: those stay as without it
         assert torch.equal(views, plain_views) and torch.equal(tokens[:2], plain_tokens)
-        assert tokens.shape[0] == 3 and torch.equal(tokens, augmented[(0, i)][1])  # reproducible
+        assert tokens.shape[0] == 3 and torch.equal(tokens, augmented[(0, i)][2])  # reproducible
         (first,) = [c for c in data.captions[i] if torch.equal(tokenizer([c])[0], tokens[0])]
         # every caption the synonym operation could make: each synonym word kept or replaced
         words = first.split()

@@ -3,9 +3,14 @@
 It follows torchvision's RandomResizedCrop, ColorJitter and RandomGrayscale, sampled the
 same way, but every random number comes from an explicit torch.Generator and never from
 the global RNG, so a view is reproducible from (seed, epoch, sample) alone, whatever the
-data-loader workers or the training loop draw elsewhere. The ops are torchvision's
-(transforms.v2.functional), except for the hue shift, which is reimplemented to the same
-result several times faster (see _adjust_hue).
+data-loader workers or the training loop draw elsewhere.
+
+A view is split into its parameters and their application. `draw_view` draws the parameters
+(crop box, whether to jitter, the four jitter factors and the order of the ops, grayscale)
+as one row of VIEW_PARAMS numbers: that is all a loader process does per view. The pixels are
+made a batch at a time on the training device (data/batch_augment.py). `augment_view` applies
+one row to one image with torchvision's own ops; it is the reference the batched path is
+tested against, and it shows in a dozen lines what a view is.
 
 Each view takes one fixed-size batch of uniform numbers from the generator. A fixed count
 keeps the generator's stream aligned from view to view however many crop attempts were
@@ -24,9 +29,19 @@ _JITTER_DRAWS = 1 + 4 + 4  # apply?, four factors, four keys for the order of th
 _DRAWS_PER_VIEW = _CROP_DRAWS + _JITTER_DRAWS + 1  # + grayscale?
 _HUE_SECTOR_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(3, 1, 1)  # red, green, blue
 
+# The columns of a view's parameter row. ORDER holds the jitter ops (BRIGHTNESS..HUE, as 0..3) in the
+# order they apply, NO_OP where none does (jitter not drawn, or an op of strength 0).
+TOP, LEFT, HEIGHT, WIDTH = 0, 1, 2, 3
+FACTORS = slice(4, 8)  # brightness, contrast, saturation, hue
+ORDER = slice(8, 12)
+GRAYSCALE = 12
+VIEW_PARAMS = 13
+BRIGHTNESS, CONTRAST, SATURATION, HUE, NO_OP = 0, 1, 2, 3, -1
 
-def augment_view(
-    image: torch.Tensor,
+
+def draw_view(
+    height: int,
+    width: int,
     generator: torch.Generator,
     *,
     crop_scale: tuple[float, float],
@@ -34,23 +49,50 @@ def augment_view(
     jitter: tuple[float, float, float, float],
     jitter_p: float,
     grayscale_p: float,
-    size: int | None = None,
-) -> torch.Tensor:
-    """A random view of a float (3, H, W) image in [0, 1], in the same range.
+) -> list[float]:
+    """The parameters of one random view of a height x width image (a row of VIEW_PARAMS numbers).
 
-    The view has the image's shape, or is size x size when size is given: RandomResizedCrop(size), so a
-    view can be cut straight from a full-resolution decoded image without resizing it first.
     jitter holds the (brightness, contrast, saturation, hue) strengths of ColorJitter.
     """
     draws = torch.rand(_DRAWS_PER_VIEW, generator=generator).tolist()
     crop_draws, jitter_draws, grayscale_draw = draws[:_CROP_DRAWS], draws[_CROP_DRAWS:-1], draws[-1]
-    height, width = image.shape[-2:]
-    top, left, crop_height, crop_width = _crop_box(height, width, crop_scale, crop_ratio, crop_draws)
-    out = [height, width] if size is None else [size, size]
-    view = F.resized_crop(image, top, left, crop_height, crop_width, out, antialias=True)
+    row = [0.0] * VIEW_PARAMS
+    row[TOP], row[LEFT], row[HEIGHT], row[WIDTH] = _crop_box(height, width, crop_scale, crop_ratio, crop_draws)
+    order = [NO_OP] * 4
+    factor_draws, order_keys = jitter_draws[1:5], jitter_draws[5:]
+    ranges = [_around_one(s) for s in jitter[:3]] + [(-jitter[3], jitter[3])]
+    row[FACTORS] = [_between(r, u) for r, u in zip(ranges, factor_draws)]
     if jitter_draws[0] < jitter_p:
-        view = _colour_jitter(view, jitter, jitter_draws[1:])
-    if grayscale_draw < grayscale_p:
+        # Sorting by independent uniform keys gives a uniformly random permutation; ColorJitter leaves
+        # out an op of strength 0.
+        applied = [op for op in sorted(range(4), key=order_keys.__getitem__) if jitter[op] > 0]
+        order[: len(applied)] = applied
+    row[ORDER] = order
+    row[GRAYSCALE] = float(grayscale_draw < grayscale_p)
+    return row
+
+
+def augment_view(image: torch.Tensor, generator: torch.Generator, *, size: int | None = None,
+                 **augment) -> torch.Tensor:
+    """A random view of a float (3, H, W) image in [0, 1], in the same range, one op at a time.
+
+    The view has the image's shape, or is size x size when size is given: RandomResizedCrop(size), so a
+    view can be cut straight from a full-resolution decoded image without resizing it first. augment: the
+    keywords of draw_view (AugmentConfig's fields).
+    """
+    return apply_view(image, draw_view(*image.shape[-2:], generator, **augment), size)
+
+
+def apply_view(image: torch.Tensor, row: list[float], size: int | None = None) -> torch.Tensor:
+    """One parameter row applied with torchvision's ops: the reference for data/batch_augment.py."""
+    top, left, height, width = (int(v) for v in row[:4])
+    out = list(image.shape[-2:]) if size is None else [size, size]
+    view = F.resized_crop(image, top, left, height, width, out, antialias=True)
+    adjust = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, adjust_hue)
+    for op in row[ORDER]:
+        if op != NO_OP:
+            view = adjust[int(op)](view, row[FACTORS][int(op)])
+    if row[GRAYSCALE]:
         view = F.rgb_to_grayscale(view, num_output_channels=3)
     return view.clamp(0.0, 1.0)
 
@@ -89,28 +131,10 @@ def _centre_crop(height: int, width: int, ratio: tuple[float, float]) -> tuple[i
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def _colour_jitter(
-    view: torch.Tensor, jitter: tuple[float, float, float, float], draws: list[float]
-) -> torch.Tensor:
-    """ColorJitter with factors and the order of the four ops taken from draws (8 numbers)."""
-    brightness, contrast, saturation, hue = jitter
-    factor_draws, order_keys = draws[:4], draws[4:]
-    ops = (
-        (F.adjust_brightness, brightness, _around_one(brightness)),
-        (F.adjust_contrast, contrast, _around_one(contrast)),
-        (F.adjust_saturation, saturation, _around_one(saturation)),
-        (_adjust_hue, hue, (-hue, hue)),
-    )
-    # Sorting by independent uniform keys gives a uniformly random permutation.
-    for index in sorted(range(4), key=order_keys.__getitem__):
-        adjust, strength, factor_range = ops[index]
-        if strength > 0:  # ColorJitter leaves out an op of strength 0
-            view = adjust(view, _between(factor_range, factor_draws[index]))
-    return view
-
-
-def _adjust_hue(image: torch.Tensor, factor: float) -> torch.Tensor:
+def adjust_hue(image: torch.Tensor, factor: float | torch.Tensor) -> torch.Tensor:
     """F.adjust_hue for float RGB images (equal within 2e-6), in elementwise ops only.
+
+    factor: a number, or float64 factors that broadcast against the image (one per image of a batch).
 
     torchvision's version costs ~300 us on a 32x32 image and its aminmax and gather
     can take milliseconds when intra-op threads compete for busy cores; this one takes
@@ -118,8 +142,9 @@ def _adjust_hue(image: torch.Tensor, factor: float) -> torch.Tensor:
     rgb = value - chroma * clamp(min(k, 4 - k), 0, 1), k = (hue + n) mod 6, n = 5, 3, 1.
     """
     r, g, b = image.unbind(-3)
-    value = torch.maximum(torch.maximum(r, g), b)
-    chroma = value - torch.minimum(torch.minimum(r, g), b)
+    value = torch.maximum(torch.maximum(r, g), b).unsqueeze(-3)
+    chroma = value - torch.minimum(torch.minimum(r, g), b).unsqueeze(-3)
+    r, g, b = (c.unsqueeze(-3) for c in (r, g, b))
     # Grey pixels have no hue; any finite one works because their chroma is 0.
     safe_chroma = torch.where(chroma > 0, chroma, 1.0)
     hue = torch.where(
@@ -127,7 +152,8 @@ def _adjust_hue(image: torch.Tensor, factor: float) -> torch.Tensor:
         (g - b) / safe_chroma,
         torch.where(value == g, (b - r) / safe_chroma + 2.0, (r - g) / safe_chroma + 4.0),
     )
-    k = (hue + 6.0 * factor + _HUE_SECTOR_OFFSETS.to(image.device)).remainder_(6.0)
+    shift = torch.as_tensor(6.0 * factor, dtype=image.dtype, device=image.device)  # rounded as a scalar is
+    k = (hue + shift + _HUE_SECTOR_OFFSETS.to(image.device)).remainder_(6.0)
     return value - chroma * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
 
 

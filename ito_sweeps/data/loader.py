@@ -1,6 +1,8 @@
 """From a DataConfig to train/val/test splits and to batches of (K views, K' captions) for training.
 
-Every random choice of a training sample (its crops, jitter, which captions) is drawn from a generator
+A training sample leaves the loader as (its image once, uint8; its K views' parameter rows; its token ids):
+the views themselves are cut a batch at a time on the training device (data/batch_augment.py). Every
+random choice of a training sample (its crops, jitter, which captions) is drawn from a generator
 seeded by (run seed, epoch, sample index). Batches therefore do not depend on the number of loader
 workers or data-parallel ranks, and a run resumed from a checkpoint sees exactly the batches it would
 have seen, so seeded runs repeat exactly.
@@ -11,17 +13,18 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from ito_sweeps.config import ConfigError, DataConfig
-from ito_sweeps.data.augment import augment_view
+from ito_sweeps.config import AugmentConfig, ConfigError, DataConfig
+from ito_sweeps.data.augment import draw_view
+from ito_sweeps.data.batch_augment import pad_stack
 from ito_sweeps.data.imageset import ImageTextSet
 from ito_sweeps.data.text_augment import augment_caption
-
-MEAN = torch.tensor(OPENAI_DATASET_MEAN).view(3, 1, 1)
-STD = torch.tensor(OPENAI_DATASET_STD).view(3, 1, 1)
 from ito_sweeps.eval_config import DIGITS_TOTAL
+
+# (pixels uint8 (3, H, W), view parameters float64 (K, VIEW_PARAMS), token ids (K' + A, L)); batched, each
+# gains a leading batch dimension. With data.decode=gpu a JPEG's pixels are its encoded bytes (1-D uint8).
+Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def build_splits(cfg: DataConfig) -> dict[str, ImageTextSet]:
@@ -47,11 +50,23 @@ def build_splits(cfg: DataConfig) -> dict[str, ImageTextSet]:
     return splits
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 or [0, 1] float images -> the model's input normalisation (open_clip's defaults)."""
-    if images.dtype == torch.uint8:
-        images = images.float() / 255
-    return (images - MEAN.to(images.device)) / STD.to(images.device)
+def draw_views(shape: tuple[int, int], count: int, generator: torch.Generator, augment: AugmentConfig
+               ) -> torch.Tensor:
+    """The parameter rows (count, VIEW_PARAMS) of `count` random views of an image of shape (height, width)."""
+    rows = [draw_view(*shape, generator, **vars(augment)) for _ in range(count)]
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def collate(samples: list[Sample]) -> Sample:
+    """Samples -> a batch. Images of different sizes are zero-padded to the largest (no crop reaches the
+    padding, so no view sees it); with still-encoded JPEGs among them (data.decode=gpu), pixels stay a list
+    for the training process to decode (batch_augment.device_pixels)."""
+    pixels, params, tokens = zip(*samples)
+    if any(p.dim() == 1 for p in pixels):
+        return list(pixels), default_collate(params), default_collate(tokens)
+    if len({p.shape for p in pixels}) > 1:
+        return pad_stack(list(pixels)), default_collate(params), default_collate(tokens)
+    return default_collate(samples)
 
 
 def tokenize_captions(data: ImageTextSet, tokenizer: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
@@ -64,7 +79,7 @@ def tokenize_captions(data: ImageTextSet, tokenizer: Callable[[list[str]], torch
 
 
 class ViewsDataset(Dataset):
-    """Sample (epoch, i) -> (views (K, 3, H, W) normalised, token ids (K' + A, L)).
+    """Sample (epoch, i) -> (image i, the parameters of its K views, token ids (K' + A, L)).
 
     The token ids are K' distinct captions, then A text-augmented copies of the first of them (the
     in-modal text positives of latent_structure), augmented afresh at every draw.
@@ -87,18 +102,11 @@ class ViewsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
         epoch, i = key
         g = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF_FFFF_FFFF)
-        image = self.data.images[i].float() / 255
-        a = self.augment
-        views = torch.stack([
-            augment_view(
-                image, g, crop_scale=a.crop_scale, crop_ratio=a.crop_ratio, jitter=a.jitter,
-                jitter_p=a.jitter_p, grayscale_p=a.grayscale_p,
-            )
-            for _ in range(self.views)
-        ])
+        image = self.data.images[i]
+        params = draw_views(image.shape[-2:], self.views, g, self.augment)
         chosen = torch.randperm(self.tokens.shape[1], generator=g)[: self.captions]
         tokens = self.tokens[i, chosen]
         if self.augmented_captions:
@@ -106,7 +114,7 @@ class ViewsDataset(Dataset):
             augmented = [augment_caption(first, g, self.text_augment, self.data.synonyms)
                          for _ in range(self.augmented_captions)]
             tokens = torch.cat([tokens, self.tokenizer(augmented)])
-        return normalize(views), tokens
+        return image, params, tokens
 
 
 @dataclass
@@ -139,7 +147,7 @@ class BatchPlan:
 
 def train_batches(
     dataset: ViewsDataset, plan: BatchPlan, start_step: int, num_workers: int, pin_memory: bool
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+) -> Iterator[Sample]:
     """Endless local batches from optimizer step `start_step` on, epoch after epoch."""
     epoch, offset = divmod(start_step, plan.steps_per_epoch)
     while True:
@@ -150,6 +158,7 @@ def train_batches(
             num_workers=num_workers,
             pin_memory=pin_memory,
             drop_last=True,
+            collate_fn=collate,
         )
         yield from loader
         epoch, offset = epoch + 1, 0

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.io import ImageReadMode
+from torchvision.io import decode_image as decode_image_tensor
 
 from ito_sweeps.errors import UserError
 
 SKIP_REASONS = ("corrupt_image", "missing_caption")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # what img2dataset and CLIP_benchmark write
+# torchvision 0.29 marks its decoders deprecated in favour of TorchCodec's (the same libjpeg-turbo, the same
+# speed here); until torchvision drops them they need no extra package, also on GPU images without TorchCodec
+TORCHVISION_DECODE_DEPRECATED = "The image decoding and encoding capabilities of TorchVision are deprecated"
+warnings.filterwarnings("ignore", message=TORCHVISION_DECODE_DEPRECATED, category=DeprecationWarning)
 # PIL raises these for truncated, garbled or absurdly large images; anything else is a bug worth seeing
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -71,6 +78,37 @@ def decode_image(data: bytes) -> Image.Image | None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.convert("RGB")
+    except _DECODE_ERRORS:
+        return None
+
+
+def decode_pixels(data: bytes) -> torch.Tensor | None:
+    """The image as uint8 RGB (3, H, W), or None if it cannot be decoded.
+
+    torchvision's decoders (libjpeg-turbo, libpng, libwebp straight into a tensor) take about 70% of PIL's
+    CPU time on a 224-px JPEG (benchmarks/loader_throughput.py); what they refuse, PIL gets a second try at.
+    """
+    try:
+        return decode_image_tensor(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        image = decode_image(data)
+        return None if image is None else to_uint8_tensor(image)
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of a complete RGB or greyscale JPEG, from its header, or None if data is anything else.
+
+    What data.decode=gpu leaves to the GPU's decoder: a cut-off file (no end-of-image marker) or a header PIL
+    cannot parse is decoded on the CPU instead, where it is skipped as corrupt, as are other formats and CMYK.
+    """
+    if not data.startswith(b"\xff\xd8") or not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+                return None
+            width, height = image.size
+            return height, width
     except _DECODE_ERRORS:
         return None
 

@@ -7,8 +7,10 @@ exactly once per pass across all ranks and workers. Every worker then goes on to
 itself, so every rank yields a local batch at every step however unequal its shards: DDP never waits
 on a rank that ran dry.
 
-Each sample's image is decoded once, at full resolution, and every view is cut from it at
-data.image_size (RandomResizedCrop semantics). Its K' captions are distinct when it has at least K',
+Each sample's image is decoded once, at full resolution, to uint8 (with data.decode=gpu a whole JPEG is
+passed on still encoded, to be decoded with its batch on the GPU), and its views' parameters are drawn
+(RandomResizedCrop semantics at data.image_size); the views are cut a batch at a time on the training
+device (data/batch_augment.py). Its K' captions are distinct when it has at least K',
 else its captions are cycled in a random order (reused). The A text-augmented captions are copies of
 the first chosen caption, as in ViewsDataset; real data declares no synonyms, so synonym replacement
 leaves words unchanged.
@@ -25,13 +27,11 @@ from collections.abc import Iterator
 from typing import Callable, Protocol
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ito_sweeps.config import DataConfig
-from ito_sweeps.data.augment import augment_view
-from ito_sweeps.data.loader import normalize
-from ito_sweeps.data.records import SKIP_REASONS, DataError, Record, decode_image, skip_reason, to_uint8_tensor
+from ito_sweeps.data.loader import Sample, collate, draw_views
+from ito_sweeps.data.records import SKIP_REASONS, DataError, Record, decode_pixels, jpeg_size, skip_reason
 from ito_sweeps.data.text_augment import augment_caption
 
 
@@ -75,7 +75,7 @@ def pass_units(source: Source, seed: int, pass_index: int, rank: int, world_size
 
 
 class StreamViews(IterableDataset):
-    """An endless stream of (views (K, 3, S, S) normalised, token ids (K' + A, L)), like ViewsDataset's."""
+    """An endless stream of (image uint8, its K views' parameters, token ids (K' + A, L)), like ViewsDataset's."""
 
     def __init__(
         self, source: Source, tokenizer: Callable[[list[str]], torch.Tensor], views: int, captions: int,
@@ -86,7 +86,7 @@ class StreamViews(IterableDataset):
         self.views, self.captions, self.augmented_captions = views, captions, augmented_captions
         self.cfg, self.seed, self.rank, self.world_size = cfg, seed, rank, world_size
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Sample]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         for pass_index in itertools.count():
@@ -110,29 +110,28 @@ class StreamViews(IterableDataset):
                 f"skipped so far: {self.skipped.totals()}); check the data, e.g. decode a few images by hand"
             )
 
-    def _sample(self, record: Record, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _sample(self, record: Record, g: torch.Generator) -> Sample | None:
         """The record's training sample, or None (counted) when it is skipped."""
         reason = skip_reason(record)
-        image = decode_image(record.image) if reason is None else None
+        shape = jpeg_size(record.image) if reason is None and self.cfg.decode == "gpu" else None
+        if shape is not None:  # left encoded, for the training process to decode with the whole batch
+            image = torch.frombuffer(bytearray(record.image), dtype=torch.uint8)
+        else:
+            image = decode_pixels(record.image) if reason is None else None
+            shape = None if image is None else image.shape[-2:]
         if reason is None and image is None:
             reason = "corrupt_image"
         if reason is not None:
             self.skipped.add(reason)
             return None
-        return self._views(record, image, g)
+        return self._views(record, image, shape, g)
 
-    def _views(self, record: Record, image: Image.Image, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = to_uint8_tensor(image).float() / 255
-        a = self.cfg.augment
-        views = torch.stack([
-            augment_view(pixels, g, crop_scale=a.crop_scale, crop_ratio=a.crop_ratio, jitter=a.jitter,
-                         jitter_p=a.jitter_p, grayscale_p=a.grayscale_p, size=self.cfg.image_size)
-            for _ in range(self.views)
-        ])
+    def _views(self, record: Record, image: torch.Tensor, shape: tuple[int, int], g: torch.Generator) -> Sample:
+        params = draw_views(shape, self.views, g, self.cfg.augment)
         order = torch.randperm(len(record.captions), generator=g).tolist()
         chosen = [record.captions[order[k % len(order)]] for k in range(self.captions)]
         augmented = [augment_caption(chosen[0], g, self.cfg.text_augment, {}) for _ in range(self.augmented_captions)]
-        return normalize(views), self.tokenizer(chosen + augmented)
+        return image, params, self.tokenizer(chosen + augmented)
 
 
 def loader_workers(source: Source, num_workers: int, world_size: int) -> int:
@@ -140,7 +139,7 @@ def loader_workers(source: Source, num_workers: int, world_size: int) -> int:
     return max(0, min(num_workers, len(source.units) // world_size))
 
 
-def stream_batches(dataset: StreamViews, local_batch: int, num_workers: int, pin_memory: bool
-                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def stream_batches(dataset: StreamViews, local_batch: int, num_workers: int, pin_memory: bool) -> Iterator[Sample]:
     """Endless local batches; the dataset never ends, so neither does this."""
-    return iter(DataLoader(dataset, batch_size=local_batch, num_workers=num_workers, pin_memory=pin_memory))
+    return iter(DataLoader(dataset, batch_size=local_batch, num_workers=num_workers, pin_memory=pin_memory,
+                           collate_fn=collate))

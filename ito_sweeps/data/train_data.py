@@ -14,10 +14,10 @@ import torch
 
 from ito_sweeps.config import Config, check_batch_split
 from ito_sweeps.data.imageset import ImageTextSet
-from ito_sweeps.data.loader import BatchPlan, ViewsDataset, build_splits, train_batches
+from ito_sweeps.data.loader import BatchPlan, Sample, ViewsDataset, build_splits, train_batches
 from ito_sweeps.data.paths import check_benchmark_paths, check_data_paths
 
-Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+Batches = Iterator[Sample]  # (pixels, view parameters, token ids) per local batch: see data/loader.py
 
 
 class TrainData:

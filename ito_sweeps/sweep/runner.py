@@ -169,13 +169,13 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
 
 
 def _check_data(space: SearchSpace) -> None:
-    """Every enumerable trial's data and benchmark paths, before Ray starts: a typo in a path costs a second."""
+    """Every known trial's data and benchmark paths (optuna: each variant's fixed part), before Ray starts: a
+    typo in a path costs a second."""
     from ito_sweeps.config import ConfigError
     from ito_sweeps.data.paths import check_benchmark_paths, check_data_paths
 
     checked = set()
-    for trial in space.trial_configs():
-        cfg = space.resolve(trial)
+    for which, cfg in space.known_configs():
         key = repr((cfg.data, cfg.eval.benchmarks))
         if key not in checked:
             checked.add(key)
@@ -183,7 +183,7 @@ def _check_data(space: SearchSpace) -> None:
                 check_data_paths(cfg.data, space.resources.num_workers)
                 check_benchmark_paths(cfg)
             except ConfigError as err:
-                raise SweepError(f"{space.path}: trial {space.trial_label(trial)!r}: {err}") from None
+                raise SweepError(f"{space.path}: {which}: {err}") from None
 
 
 def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool):

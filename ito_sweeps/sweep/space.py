@@ -123,14 +123,20 @@ class SearchSpace:
         names = ", ".join(v.name for v in self.variants)
         raise SpaceError(f"{self.shown()}: unknown variant {name!r} (variants: {names})")
 
-    def benchmark_names(self) -> list[str]:
-        """Every benchmark some trial evaluates, in suite order (optuna: each variant's, as trials are not known
-        ahead): what a table of this sweep's runs can have columns of."""
+    def known_configs(self) -> list[tuple[str, Config]]:
+        """(which trials, Config) of every trial known ahead (grid/random: "trial 'LABEL'"); optuna, whose trials
+        are not, each variant's fixed part ("variant 'NAME'", or "every trial"), the suggested keys at their
+        configured values: what is checked before Ray starts."""
         if self.search == "optuna":
-            configs = [make_config(self.base, {**self.overrides, **(v.set if v else {})})
-                       for v in self.variants or [None]]
-        else:
-            configs = [self.resolve(trial) for trial in self.trial_configs()]
+            return [(f"variant {v.name!r}" if v else "every trial",
+                     make_config(self.base, {**self.overrides, **(v.set if v else {})}))
+                    for v in self.variants or [None]]
+        return [(f"trial {self.trial_label(trial)!r}", self.resolve(trial)) for trial in self.trial_configs()]
+
+    def benchmark_names(self) -> list[str]:
+        """Every benchmark some trial evaluates, in suite order (optuna: each variant's): what a table of this
+        sweep's runs can have columns of."""
+        configs = [cfg for _, cfg in self.known_configs()]
         return list(dict.fromkeys(b.name for cfg in configs for b in cfg.eval.benchmarks or ()))
 
     def shown(self) -> str:

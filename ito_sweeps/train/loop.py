@@ -27,6 +27,7 @@ from torch import nn
 
 from ito_sweeps import config as config_mod
 from ito_sweeps.config import Config, ConfigError
+from ito_sweeps.data.batch_augment import device_pixels, make_views
 from ito_sweeps.data.train_data import open_data
 from ito_sweeps.evaluate.suite import Encoder, evaluate_suite
 from ito_sweeps.models.towers import ITOModel, build_tokenizer, eval_transform
@@ -91,6 +92,9 @@ def train(
     rank, world_size = world()
     lead = rank == 0
     device = resolve_device(cfg.run.device)
+    if cfg.data.decode == "gpu" and device.type != "cuda":
+        raise ConfigError("data.decode: gpu, but no GPU is visible (run.device=auto chose the CPU); "
+                          "use data.decode=cpu")
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
@@ -138,6 +142,8 @@ def train(
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
     encoder = Encoder(model.clip, tokenizer, eval_transform(cfg), device, cfg.eval.batch_size, autocast)
     batches = data.batches(start_step)
+    # the views of a batch are cut on this device, queued behind the previous step like the step itself
+    views = torch.compile(make_views) if cfg.run.compile else make_views
 
     train_step = TrainStep(cfg, model, objective, optimizer, autocast, wrapped)
     first_bad = torch.full((), -1, device=device)
@@ -162,10 +168,11 @@ def train(
     model.train()
     for step in range(start_step, cfg.schedule.steps):
         t0 = time.perf_counter()
-        images, texts = next(batches)
-        images = images.to(device, non_blocking=True)
-        texts = texts.to(device, non_blocking=True)
+        pixels, params, texts = next(batches)
+        pixels = device_pixels(pixels, device)  # data.decode=gpu: the batch's JPEGs are decoded here
+        params, texts = params.to(device, non_blocking=True), texts.to(device, non_blocking=True)
         data_wait += time.perf_counter() - t0
+        images = views(pixels, params, cfg.data.image_size)
 
         lr = lr_at(step, cfg.optim.lr, cfg.schedule)
         losses = train_step(images, texts, lr)
