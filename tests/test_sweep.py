@@ -5,11 +5,13 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import ray
+from ray.util.state import list_actors
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -127,7 +129,8 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
     assert saved["fusion"]["depth"] == 1 and saved["objective"]["name"] == "ito"
     # what `export --run` and table checks read back from the trial
     assert tags["benchmarks"] == "scenes,scenes_count,digits"
-    assert (tmp_path / "ray" / "two" / "train" / tags["ray.trial_id"]).samefile(tags["checkpoints"])
+    # a one-worker trial trains in its Tune trial, which keeps its checkpoints in its own folder
+    assert (tmp_path / "ray" / "two" / tags["ray.trial_id"]).samefile(tags["checkpoints"])
     # Tune agrees with MLflow on the final metric
     assert summary.best.value == max(k.data.metrics["val/scenes/zeroshot_top1"] for k in kids.values())
     # and the report reads what the sweep recorded: a row per variant with its test zero-shot, both plots
@@ -140,8 +143,9 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
     assert "report/index.md" in {a.path for a in client.list_artifacts(summary.parent_run_id, "report")}
     # Ray's storage keeps each finished trial's last checkpoint (of the two it reported), without the
     # optimizer state: the weights, the config and the step, which is what evaluating or exporting it reads
-    trial_folders = sorted((tmp_path / "ray" / "two" / "train").iterdir())
+    trial_folders = sorted(Path(k.data.tags["checkpoints"]) for k in kids.values())
     assert [p.name for p in trial_folders] == sorted(k.data.tags["ray.trial_id"] for k in kids.values())
+    assert not (tmp_path / "ray" / "two" / "train").exists()  # no Ray Train job was started
     for folder in trial_folders:
         (kept,) = [p for p in folder.glob("checkpoint_*") if p.is_dir()]
         assert (kept / "checkpoint.pt").is_file() and not (kept / "optimizer.pt").exists()
@@ -194,21 +198,23 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
 
 
-def test_asha_stops_a_poor_trial_and_a_failing_trial_is_failed_while_the_sweep_goes_on(tmp_path, capsys):
+@pytest.mark.parametrize("workers", [1, 2], ids=["trial-trains-itself", "train-job"])
+def test_asha_stops_a_poor_trial_and_a_failing_trial_is_failed_while_the_sweep_goes_on(tmp_path, capsys, workers):
     # lr 0 keeps the initial weights, so the second trial's val/scenes/alignment stays at its initial 1.95 while the
     # first trial's has risen to 2.60 by the first rung (runs are deterministic): maximising it, ASHA must stop
     # the second trial there, and the sweep must not hang on the stopped trial's workers, which hold every
     # CPU the third trial needs. lr 1e30 makes the third trial's loss NaN before its first validation pass.
-    # Each trial runs on two Train workers, and the second one trains ITO with captions (its initial
-    # val/scenes/alignment is CLIP's: the towers start the same), so that its first loss also checks data-parallel
-    # ITO against a single process: a trial start-up costs half a minute, so one sweep serves both.
+    # Trials either train themselves (one worker, in a reused trial process) or run on two Train workers.
+    # The second trial trains ITO with captions (its initial val/scenes/alignment is CLIP's: the towers start
+    # the same), so that with two workers its first loss also checks data-parallel ITO against a single
+    # process: a Train job's start-up costs half a minute, so one sweep serves both.
     space = write_space(tmp_path / "asha.yaml", {
         "learns": {"optim.lr": 5e-3},
         "frozen": {"optim.lr": 0.0, "objective.name": "ito", "objective.alignment": "views_captions"},
         "diverges": {"optim.lr": 1e30, "schedule.warmup_steps": 0},
     }, config={"schedule.steps": 12, "eval.every": 3, "objective.name": "clip"}, metric="val/scenes/alignment",
         mode="max", scheduler={"name": "asha", "grace_period": 3, "reduction_factor": 2},
-        resources={"num_workers": 2, "cpus_per_worker": 1})
+        resources={"num_workers": workers, "cpus_per_worker": 2 // workers})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert main(["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 1
     assert "FAILED diverges seed=0: NonFiniteLoss: loss became NaN" in capsys.readouterr().out
@@ -234,6 +240,38 @@ def test_asha_stops_a_poor_trial_and_a_failing_trial_is_failed_while_the_sweep_g
                               eval=dataclasses.replace(cfg.eval, every=1)),
           on_metrics=lambda step, record: seen.append(record))
     assert distributed.value == pytest.approx(seen[0]["train/loss"], abs=1e-5, rel=0)
+
+
+def test_a_killed_trial_that_trains_itself_is_retried_from_its_checkpoint_in_its_one_run(tmp_path):
+    space = write_space(tmp_path / "retry.yaml", {"CLIP": {"objective.name": "clip"}},
+                        config={"schedule.steps": 30, "eval.every": 10}, max_failures=1)
+    killed = {}
+
+    def kill_after_first_checkpoint():
+        def trial_pids():
+            return [a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+                    if "run_trial" in a.class_name or "ImplicitFunc" in a.class_name]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pids = trial_pids()
+            if pids and list((tmp_path / "ray" / "retry").glob("*/checkpoint_*/checkpoint.pt")):
+                os.kill(pids[0], signal.SIGKILL)
+                killed["pid"] = pids[0]
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    watcher.start()
+    summary = sweep(tmp_path, space)
+    watcher.join()
+    assert killed, "the trial never checkpointed"
+    client = MlflowClient(summary.tracking_uri)
+    (run,) = children(client, summary).values()  # one run, not two
+    assert [t.status for t in summary.trials] == ["FINISHED"] and run.info.status == "FINISHED"
+    resumed = client.get_metric_history(run.info.run_id, "train/resumed_from_step")
+    assert len(resumed) == 1 and resumed[0].value >= 10 and resumed[0].value % 10 == 0
+    assert steps_of(client, run.info.run_id, "test/scenes/zeroshot_top1") == [30]
+    assert steps_of(client, run.info.run_id, "val/scenes/zeroshot_top1")[-1] == 30
 
 
 def test_an_optuna_sweep_samples_within_bounds_and_records_each_trial(tmp_path):
@@ -266,22 +304,26 @@ def test_an_unreachable_server_fails_fast_with_a_clear_message(tmp_path, capsys)
     assert not (tmp_path / "ray").exists()  # nothing started, nothing half-written
 
 
-def test_a_request_no_node_can_meet_fails_the_sweep_after_the_bounded_wait(tmp_path, capsys):
+@pytest.mark.parametrize("workers", [1, 2], ids=["trial-trains-itself", "train-job"])
+def test_a_request_no_node_can_meet_fails_the_sweep_after_the_bounded_wait(tmp_path, capsys, workers):
     # This Ray (started by the fixture, as on a cluster the sweep joins) has no GPU and no autoscaler: the
     # trial's placement group is infeasible from the start, and the sweep gives up after infeasible_wait_s.
     space = write_space(tmp_path / "gpu.yaml", {"CLIP": {"objective.name": "clip"}},
-                        resources={"num_workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1, "infeasible_wait_s": 3})
+                        resources={"num_workers": workers, "cpus_per_worker": 1, "gpus_per_worker": 1,
+                                   "infeasible_wait_s": 3})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     started = time.monotonic()
     assert main(["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 2
     assert time.monotonic() - started < 60
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith(f"error: {space}: resources.gpus_per_worker: Ray reports that no node of this cluster "
-                            f"can hold a trial's 1 worker(s) of {{'CPU': 1.0, 'GPU': 1.0}} each")
+                            f"can hold a trial's {workers} worker(s) of {{'CPU': 1.0, 'GPU': 1.0}} each")
     assert "resources.infeasible_wait_s (3 s)" in error
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert len(runs) == 2 and {r.info.status for r in runs} == {"FAILED"}  # the parent and its one trial
+    # the parent, and a Train job's trial, whose driver started and opened its run; a trial that would
+    # train itself never started, so it has no run
+    assert len(runs) == (1 if workers == 1 else 2) and {r.info.status for r in runs} == {"FAILED"}
     assert all("no node of this cluster can hold" in r.data.tags["error"] for r in runs)
     assert infeasible_groups() == []  # and nothing of the sweep is left waiting in Ray
 

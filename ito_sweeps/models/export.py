@@ -5,7 +5,7 @@ load the result with open_clip alone; its embeddings are bit-identical to the tr
 
 Every checkpoint carries its run's config, so one function exports any of them: the last checkpoint of an
 `ito-sweeps train` run folder, or the latest Ray checkpoint of a sweep trial, found through the trial's
-MLflow run (its `checkpoints` tag: the folder where Ray Train keeps `checkpoint_*/checkpoint.pt`).
+MLflow run (its `checkpoints` tag: the folder where Ray Train, or Tune for a one-worker trial, keeps `checkpoint_*/checkpoint.pt`).
 """
 from __future__ import annotations
 

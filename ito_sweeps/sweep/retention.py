@@ -1,6 +1,6 @@
 """What a trial leaves in Ray's storage once it is over, by the space's `checkpoints` setting.
 
-While a trial runs, Ray Train keeps its latest `checkpoints.keep` checkpoints (the newest is what a
+While a trial runs, Ray Train (or Tune, for a trial that trains itself) keeps its latest `checkpoints.keep` checkpoints (the newest is what a
 restarted worker or a resumed sweep continues from). A trial that has finished, or that the scheduler
 stopped, is never resumed, so with `checkpoints.final: weights` its checkpoints drop the optimizer state
 (two thirds of each under AdamW) and keep the weights, the config and the step: what evaluation and
@@ -22,5 +22,7 @@ class DropFinishedOptimizerState(Callback):
         self.train_storage = train_storage
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        for state in (Path(self.train_storage) / trial.trial_id).glob(f"checkpoint_*/{OPTIMIZER_STATE_FILE}"):
-            state.unlink(missing_ok=True)
+        # where Ray Train keeps a Train job's checkpoints, and where Tune keeps those of a trial that trained itself
+        for folder in (Path(self.train_storage) / trial.trial_id, Path(trial.path)):
+            for state in folder.glob(f"checkpoint_*/{OPTIMIZER_STATE_FILE}"):
+                state.unlink(missing_ok=True)

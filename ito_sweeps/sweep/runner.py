@@ -10,6 +10,7 @@ imports: MLflow, Tune and the trial code load only once there is a sweep to run.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -195,9 +196,16 @@ def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool)
     from ito_sweeps.sweep.retention import DropFinishedOptimizerState
     from ito_sweeps.sweep.trainable import run_trial
 
-    # The trial itself only drives its TorchTrainer; the Train workers hold the CPUs and GPUs. Tune
-    # needs a non-empty request, so the driver reserves its memory instead of a CPU the workers need.
-    trainable = tune.with_resources(run_trial, {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY})
+    # Keeping only the newest checkpoints makes Tune save its experiment state at each one, and warn about
+    # it every time; on a sweep's few trials that costs milliseconds (the warning would bury the table)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    res = space.resources
+    if res.trains_in_trial:  # the trial is the worker: it holds the worker's CPUs and GPUs
+        trainable = tune.with_resources(run_trial, {k.lower(): v for k, v in res.per_worker().items()})
+    else:
+        # The trial only drives its TorchTrainer; the Train workers hold the CPUs and GPUs. Tune needs a
+        # non-empty request, so the driver reserves its memory instead of a CPU the workers need.
+        trainable = tune.with_resources(run_trial, {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY})
     param_space = {**space.param_space(), "sweep": state}
     if resume:
         return tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True, resume_errored=False,
@@ -210,22 +218,34 @@ def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool)
             metric=metric, mode=mode, search_alg=space.search_alg(), scheduler=space.scheduler(),
             num_samples=space.num_samples if space.search == "optuna" else 1,
             max_concurrent_trials=space.max_concurrent_trials,
-            # A reused trial actor keeps a trial that ASHA stopped alive, and with it that trial's Train
-            # workers and their CPUs: the next trial then waits forever. Never reuse.
-            reuse_actors=False,
+            # A trial that trains itself hands its process, imports done, to the next trial (Tune reuses it
+            # only once the previous trial's loop has ended). A Train job's driver is never reused: it
+            # would keep a trial that ASHA stopped alive, with its Train workers and their CPUs, and the
+            # next trial would wait for them forever.
+            reuse_actors=res.trains_in_trial,
+            trial_dirname_creator=trial_folder_name,
         ),
         run_config=tune.RunConfig(
             name=experiment_path.name, storage_path=str(experiment_path.parent), verbose=0,
+            # a trial that trains itself keeps its checkpoints in Tune's trial folder (Train jobs: in Train's)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=space.checkpoints.keep),
             callbacks=[
                 TrialTable(str(space.path), space.profile),
                 tracking.CloseStoppedRuns(state["tracking_uri"], state["experiment_id"], state["parent_run_id"]),
                 InfeasibleWatch.for_space(space),
                 *([DropFinishedOptimizerState(state["train_storage"])] if space.checkpoints.final == "weights" else []),
             ],
-            # A failed trial stays failed and the sweep goes on; retries happen inside Ray Train.
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            # A failed trial is retried from its last checkpoint up to max_failures times (by Ray Train for a
+            # Train job), then stays failed while the sweep goes on.
+            failure_config=tune.FailureConfig(max_failures=space.max_failures if res.trains_in_trial else 0,
+                                              fail_fast=False),
         ),
     )
+
+
+def trial_folder_name(trial) -> str:
+    """Tune's folder of a trial (a one-worker trial's checkpoints), named as Train's is: by its trial id."""
+    return trial.trial_id
 
 
 def _settle(client: MlflowClient, state: dict, experiment_path: Path) -> dict[str, str]:

@@ -45,6 +45,11 @@ class Resources:
     def use_gpu(self) -> bool:
         return self.gpus_per_worker > 0
 
+    @property
+    def trains_in_trial(self) -> bool:
+        """One worker needs no Train job: the Tune trial itself trains (see sweep/worker.py)."""
+        return self.num_workers == 1
+
     def per_worker(self) -> dict[str, float]:
         """One Train worker's request, as Ray names the resources."""
         return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.use_gpu else {})}

@@ -1,8 +1,10 @@
-"""One sweep trial: a Tune function trainable that runs the core training loop on Ray Train workers.
+"""One sweep trial: a Tune function trainable that opens the trial's MLflow child run and trains.
 
-Ray Train V2's pattern: the Tune trial (`run_trial`) is a light driver that opens the trial's MLflow
-child run and builds a `TorchTrainer`, whose workers (`worker.train_worker`) run the core training loop;
-`TuneReportCallback` forwards rank 0's reports to Tune for search and ASHA.
+A trial of several workers follows Ray Train V2's pattern: the Tune trial (`run_trial`) is a light driver
+that builds a `TorchTrainer`, whose workers (`worker.train_worker`) run the core training loop, and
+`TuneReportCallback` forwards rank 0's reports to Tune for search and ASHA. A trial of one worker runs the
+loop in the Tune trial itself (`worker.train_in_trial`), holding the worker's resources and reporting to
+Tune directly; Tune then retries its failures from the last checkpoint, as Train does for a Train job.
 
 `run_trial` must stay importable from this module: `Tuner.restore` unpickles it by reference.
 """
@@ -26,10 +28,9 @@ from ito_sweeps.objectives import build_objective
 from ito_sweeps.sweep import tracking
 from ito_sweeps.sweep.space import load_space
 from ito_sweeps.sweep.space_parts import Resources
-from ito_sweeps.sweep.worker import train_worker
+from ito_sweeps.sweep.worker import train_in_trial, train_worker
 
 HEALTH_CHECK_INTERVAL_S = 0.5
-
 
 
 def trial_config(cfg: Config, resources: Resources) -> Config:
@@ -67,7 +68,8 @@ def run_trial(config: dict[str, Any]) -> None:
         "resources.gpus_per_worker": str(space.resources.gpus_per_worker),
         **space.trial_tags(config),
         # what `ito-sweeps export --run` and `evaluate --model run:ID` read, and what table columns may name
-        "checkpoints": str(Path(sweep["train_storage"]) / trial_id),
+        "checkpoints": (tune.get_context().get_storage().trial_fs_path if space.resources.trains_in_trial
+                        else str(Path(sweep["train_storage"]) / trial_id)),
         "benchmarks": ",".join(b.name for b in cfg.eval.benchmarks or ()),
     }
     if cfg.objective.name == "latent_structure":
@@ -75,13 +77,22 @@ def run_trial(config: dict[str, Any]) -> None:
     run_id = tracking.trial_run(client, sweep["experiment_id"], sweep["parent_run_id"], trial_id,
                                 space.trial_label(config), tags, cfg.flat())
     res = space.resources
+    loop_config = {"cfg": cfg.to_dict(), "tracking_uri": sweep["tracking_uri"], "run_id": run_id,
+                   "system_metrics_s": sweep["system_metrics_s"]}
+    if res.trains_in_trial:
+        try:
+            train_in_trial(loop_config)
+        except BaseException as err:
+            tracking.fail_trial_run(client, run_id, root_cause(err))
+            raise
+        tracking.end_run(client, run_id, "FINISHED")
+        return
     # Train's controller polls its workers at this interval, and a trial's end waits for the next poll:
     # 2 s by default, a noticeable share of a short trial. Passed on to the controller by Ray Train.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_INTERVAL_S))
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "tracking_uri": sweep["tracking_uri"], "run_id": run_id,
-                           "system_metrics_s": sweep["system_metrics_s"]},
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=res.num_workers, use_gpu=res.use_gpu,
             resources_per_worker=res.per_worker(),

@@ -1,8 +1,12 @@
-"""What each Ray Train worker of a trial runs: the core training loop under torch.distributed.
+"""What runs a trial's core training loop: each Ray Train worker of a multi-worker trial, under
+torch.distributed, or the Tune trial itself when the trial has one worker.
 
+A one-worker trial needs no process group, so it trains inside its Tune trial (`train_in_trial`) and saves
+starting a Train controller and worker group: most of a short trial's time outside training. Both kinds
+report, checkpoint and resume through the same `run_loop`; only the API they report to differs (`Session`).
 Ray Train's controller imports this module only to unpickle `train_worker`, so its top-level imports
 stay light (the controller then starts in seconds, not after importing MLflow, open_clip and
-scikit-learn); the worker itself imports them inside the function. Every rank reports to Ray at each
+scikit-learn); the loop itself imports them inside the function. Every rank reports to Ray at each
 validation pass (Ray requires equal report counts), with rank 0's metrics and checkpoint; rank 0 also
 writes the trial's MLflow child run.
 """
@@ -12,11 +16,9 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import ray.train
-from ray.train import Checkpoint
+from typing import Any, Callable
 
 # A Ray checkpoint folder holds the weights (with the step and config) and, beside them, the optimizer state
 CHECKPOINT_FILE, OPTIMIZER_STATE_FILE = "checkpoint.pt", "optimizer.pt"
@@ -27,9 +29,33 @@ REPORT_FLUSH_S = 5.0
 FINAL_REPORT_FLUSH_S = 600.0
 
 
+@dataclass(frozen=True)
+class Session:
+    """The Ray API a trial's loop reports to: Ray Train's for a worker of a Train job, Tune's in a trial."""
+
+    rank: int
+    get_checkpoint: Callable[[], Any]
+    report: Callable[..., None]
+    checkpoint_type: Any  # ray.train.Checkpoint or ray.tune.Checkpoint
+    prepare_model: Callable | None  # wraps the model for data parallelism
+
+
 def train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
+    run_loop(loop_config, Session(
+        ray.train.get_context().get_world_rank(), ray.train.get_checkpoint, ray.train.report, ray.train.Checkpoint,
+        lambda model: ray.train.torch.prepare_model(model, move_to_device=False),
+    ))
+
+
+def train_in_trial(loop_config: dict[str, Any]) -> None:
+    from ray import tune
+
+    run_loop(loop_config, Session(0, tune.get_checkpoint, tune.report, tune.Checkpoint, None))
+
+
+def run_loop(loop_config: dict[str, Any], session: Session) -> None:
     from ito_sweeps import config as config_mod
     from ito_sweeps.sweep import tracking
     from ito_sweeps.train import checkpoint
@@ -44,13 +70,13 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     cfg = config_mod.from_dict(loop_config["cfg"])
-    lead = ray.train.get_context().get_world_rank() == 0
+    lead = session.rank == 0
     logger = (tracking.RunLogger(loop_config["tracking_uri"], loop_config["run_id"], loop_config["system_metrics_s"])
               if lead else None)
     work = Path(tempfile.mkdtemp(prefix="ito-trial-"))
     try:
         resume = None
-        restored = ray.train.get_checkpoint()
+        restored = session.get_checkpoint()
         if restored is not None:
             with restored.as_directory() as folder:
                 resume = Path(shutil.copy(Path(folder) / CHECKPOINT_FILE, work / "resume.pt"))
@@ -79,21 +105,20 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 # the trial as soon as it sees it
                 logger.flush(FINAL_REPORT_FLUSH_S if tracking.FINAL_METRIC in metrics else REPORT_FLUSH_S)
             if saved is None:
-                ray.train.report({"step": step, **metrics})
+                session.report({"step": step, **metrics})
                 return
             folder = work / f"report-{step}"
             folder.mkdir()
             # Ray keeps its own copy: one on local disk at a time
             shutil.move(saved, folder / CHECKPOINT_FILE)
             shutil.move(checkpoint.optimizer_file(saved), folder / OPTIMIZER_STATE_FILE)
-            reported = Checkpoint.from_directory(str(folder))
+            reported = session.checkpoint_type.from_directory(str(folder))
             reported.set_metadata({"step": step})
-            ray.train.report({"step": step, **metrics}, checkpoint=reported)
+            session.report({"step": step, **metrics}, checkpoint=reported)
             shutil.rmtree(folder)
 
         train(cfg, work / "run" if lead else None, on_metrics=on_metrics, on_report=on_report,
-              prepare_model=lambda model: ray.train.torch.prepare_model(model, move_to_device=False),
-              resume=resume)
+              prepare_model=session.prepare_model, resume=resume)
     finally:
         if logger is not None:
             logger.close()
