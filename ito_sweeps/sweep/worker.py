@@ -52,6 +52,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 def train_in_trial(loop_config: dict[str, Any]) -> None:
     from ray import tune
 
+    # one INFO line per checkpoint reaches the console; the trial table already shows each validation pass
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     run_loop(loop_config, Session(0, tune.get_checkpoint, tune.report, tune.Checkpoint, None))
 
 
