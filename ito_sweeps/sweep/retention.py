@@ -1,7 +1,7 @@
 """What a trial leaves in Ray's storage once it is over, by the space's `checkpoints` setting.
 
-While a trial runs, Ray Train (or Tune, for a trial that trains itself) keeps its latest `checkpoints.keep` checkpoints (the newest is what a
-restarted worker or a resumed sweep continues from). A trial that has finished, or that the scheduler
+While a trial runs, Ray Train (or Tune, for a trial that trains itself) keeps its latest `checkpoints.keep`
+checkpoints (the newest is what a restarted worker or a resumed sweep continues from). A trial that has finished, or that the scheduler
 stopped, is never resumed, so with `checkpoints.final: weights` its checkpoints drop the optimizer state
 (two thirds of each under AdamW) and keep the weights, the config and the step: what evaluation and
 export read. A failed trial keeps everything, for a rerun from where it failed.

@@ -26,7 +26,7 @@ from ito_sweeps import catalog
 from ito_sweeps.config import Config
 from ito_sweeps.objectives import build_objective
 from ito_sweeps.sweep import tracking
-from ito_sweeps.sweep.space import load_space
+from ito_sweeps.sweep.space import SearchSpace, load_space
 from ito_sweeps.sweep.space_parts import Resources
 from ito_sweeps.sweep.worker import train_in_trial, train_worker
 
@@ -76,21 +76,26 @@ def run_trial(config: dict[str, Any]) -> None:
         tags["regularizers"] = "+".join(cfg.objective.latent_structure.regularizers) or "none"
     run_id = tracking.trial_run(client, sweep["experiment_id"], sweep["parent_run_id"], trial_id,
                                 space.trial_label(config), tags, cfg.flat())
-    res = space.resources
     loop_config = {"cfg": cfg.to_dict(), "tracking_uri": sweep["tracking_uri"], "run_id": run_id,
                    "system_metrics_s": sweep["system_metrics_s"]}
-    if res.trains_in_trial:
-        try:
+    try:
+        if space.resources.trains_in_trial:
             train_in_trial(loop_config)
-        except BaseException as err:
-            tracking.fail_trial_run(client, run_id, root_cause(err))
-            raise
-        tracking.end_run(client, run_id, "FINISHED")
-        return
+        else:
+            _train_job(space, sweep, trial_id, loop_config).fit()
+    except BaseException as err:
+        tracking.fail_trial_run(client, run_id, root_cause(err))
+        raise
+    tracking.end_run(client, run_id, "FINISHED")
+
+
+def _train_job(space: SearchSpace, sweep: dict[str, Any], trial_id: str, loop_config: dict[str, Any]) -> TorchTrainer:
+    """The Ray Train job of a trial of several workers."""
+    res = space.resources
     # Train's controller polls its workers at this interval, and a trial's end waits for the next poll:
     # 2 s by default, a noticeable share of a short trial. Passed on to the controller by Ray Train.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_INTERVAL_S))
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
@@ -109,12 +114,6 @@ def run_trial(config: dict[str, Any]) -> None:
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-    try:
-        trainer.fit()
-    except BaseException as err:
-        tracking.fail_trial_run(client, run_id, root_cause(err))
-        raise
-    tracking.end_run(client, run_id, "FINISHED")
 
 
 def root_cause(err: BaseException) -> str:
