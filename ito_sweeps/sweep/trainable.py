@@ -83,6 +83,10 @@ def run_trial(config: dict[str, Any]) -> None:
             train_in_trial(loop_config)
         else:
             _train_job(space, sweep, trial_id, loop_config).fit()
+    except SystemExit:
+        # How Tune stops a trial that waits at a report (a scheduler's stop, Ctrl+C): not a failure. The
+        # sweep driver's verdict closes the run, and may already have: marking it here would race with it.
+        raise
     except BaseException as err:
         tracking.fail_trial_run(client, run_id, root_cause(err))
         raise
