@@ -3,8 +3,9 @@
 A `Table` holds the cells analysis/tables.py computed: per row its `by` values and n, per metric column
 the mean, the sample standard deviation and the count in display units, deltas against the baseline and
 their intervals, and the cost. The CSV is those cells as they are; Markdown and LaTeX show one cell per
-metric: "mean ± std", the mean alone when only one run counted, "(n=k)" when fewer runs than the row's n
-logged the metric, "n/a" when none did, and the best mean of each column in bold. With a baseline, a Δ
+metric: "mean ± std", the mean alone when only one run counted, "se s" the binomial standard error of one
+run's figure where the metric is a proportion of logged test samples, "(n=k)" when fewer runs than the
+row's n logged the metric, "n/a" when none did, and the best mean of each column in bold. With a baseline, a Δ
 column follows each metric: the signed delta and, with `significance`, its interval "[lo, hi]" ("n/a"
 where a side has fewer than two runs). Row labels are those of analysis/rows.py, so the report's figures
 name each setting alike.
@@ -25,8 +26,8 @@ COST_FORMAT = "{:.3g}"
 
 @dataclass
 class Table:
-    """`cells` has one row per table row: the `by` values, n, then per metric `<name> mean`, `std`, `n`
-    (and `delta`, `lo`, `hi` against the baseline), then the cost column, all in display units."""
+    """`cells` has one row per table row: the `by` values, n, then per metric `<name> mean`, `std`, `n`,
+    `binomial_se` (and `delta`, `lo`, `hi` against the baseline), then the cost column, all in display units."""
 
     spec: TableSpec
     cells: pd.DataFrame
@@ -104,6 +105,9 @@ def _metric_cell(column: ColumnSpec, row: pd.Series, best: bool) -> list[tuple[s
         cell = [(column.format.format(mean), best)]
         if n > 1:
             cell.append((f" ± {column.format.format(std)}", False))
+        se = row.get(f"{column.name} binomial_se", math.nan)
+        if not math.isnan(se):
+            cell.append((f", se {column.format.format(se)}", False))
     if n != row["n"]:
         cell.append((f" (n={n})", False))
     return cell

@@ -15,6 +15,7 @@ share a seed get a note too.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from analysis.values import show, value_key
 from ito_sweeps.config import Config
 
 CONFIDENCE = 0.95
+# Metrics that are the fraction of a benchmark's test samples scored right: each has a binomial standard error
+PROPORTION = re.compile(r"test/(?P<bench>[^/]+)/(zeroshot_top\d+|probe_top1|[it]2[ti]_r\d+)")
 RESOURCE_TAGS = ("tags.resources.num_workers", "tags.resources.cpus_per_worker", "tags.resources.gpus_per_worker")
 # A table built without a spec: (metric, column name) of each benchmark where logged, in percent, then the
 # zero-shot average, then the modality gap of the first benchmark that reports one (a retrieval benchmark)
@@ -65,6 +68,7 @@ def build_table(runs: Runs | pd.DataFrame, spec: TableSpec | Mapping | str | Pat
     for i, column in enumerate(spec.columns):
         values = _metric_values(runs, frame, column, f"columns[{i}].metric")[kept] * column.scale
         cells = cells.join(_aggregate(values, code, len(row_keys)).add_prefix(f"{column.name} "))
+        cells[f"{column.name} binomial_se"] = _binomial_se(frame[kept], column, code, cells[f"{column.name} mean"])
         if baseline is not None:
             cells = cells.join(_against_baseline(cells, column.name, baseline, spec.significance))
         missing.append(_left_out(frame[kept][values.isna()], f"missing {_source(column)}"))
@@ -187,6 +191,21 @@ def _source(column: ColumnSpec) -> str:
 def _aggregate(values: pd.Series, code: pd.Series, rows: int) -> pd.DataFrame:
     grouped = values.groupby(code).agg(["mean", "std", "count"]).reindex(range(rows))
     return grouped.assign(count=grouped["count"].fillna(0).astype(int)).rename(columns={"count": "n"})
+
+
+def _binomial_se(finished: pd.DataFrame, column: ColumnSpec, code: pd.Series, mean: pd.Series) -> np.ndarray:
+    """Each cell's binomial standard error, scale * sqrt(p (1 - p) / N), p its mean as a fraction and N the
+    benchmark's test samples (the mean over the row's runs): how far one run's figure moves from the test
+    set's finite size alone, the floor under any spread over seeds. T→I recall is counted over images, not
+    the more numerous captions, so its figure is an upper bound. NaN for a metric that is no proportion,
+    or whose benchmark's sample count was not logged."""
+    match = PROPORTION.fullmatch(column.metric)
+    samples = f"metrics.test/{match['bench']}/samples" if match else None
+    if samples not in finished:
+        return np.full(len(mean), np.nan)
+    n = finished[samples].astype(float).groupby(code).mean().reindex(mean.index).to_numpy()
+    p = mean.to_numpy(dtype=float) / column.scale
+    return column.scale * np.sqrt(p * (1 - p) / n)
 
 
 def _against_baseline(cells: pd.DataFrame, name: str, baseline: int, significance: bool) -> pd.DataFrame:

@@ -82,9 +82,10 @@ def _sweep(args: argparse.Namespace) -> int:
     if summary.best is not None:
         print(f"best ({summary.mode} {summary.metric}): {summary.best.label} = {summary.best.value:.4f}")
     for t in summary.failed:
-        print(f"FAILED {t.label}: {t.error.splitlines()[0] if t.error else 'see the Ray trial log'}")
+        print(f"FAILED {t.label}: {t.error.splitlines()[0] if t.error else 'see its log'} (log: {t.log})")
     print(f"runs: MLflow {summary.tracking_uri}, experiment {summary.name!r}, parent run {summary.parent_run_id} "
           f"(browse with `ito-sweeps ui`); Ray state: {summary.experiment_path}")
+    print(f"trial logs (everything a trial printed; also in its MLflow run): {summary.logs}")
     if summary.interrupted:
         print(f"interrupted: continue with `ito-sweeps sweep {args.space} --resume"
               + (f" --name {args.name}" if args.name else "") + "`")
@@ -189,8 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep",
         help="run a search space (search_spaces/*.yaml) as a Ray Tune sweep recorded in MLflow",
-        description="Validate SPACE, then run its trials (each a Ray Train job) on the local machine or the Ray "
-        "cluster at --address, logging a parent MLflow run for the sweep and a child run per trial.",
+        description="Validate SPACE, then run its trials (a Ray Tune trial each; a Ray Train job where a trial has "
+        "several workers) on the local machine or the Ray cluster at --address, logging a parent MLflow run for "
+        "the sweep and a child run per trial. The console shows the trial table; each trial's own output goes to "
+        "its log file under the sweep's storage folder (logs/).",
     )
     sweep.add_argument("space", metavar="SPACE.yaml")
     sweep.add_argument("--profile", help="the space's profile to use, e.g. cpu or gpu (default: cpu if defined)")

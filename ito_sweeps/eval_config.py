@@ -35,6 +35,9 @@ class BenchmarkConfig:
 
     name: str = ""
     tasks: tuple[Task, ...] = ("zeroshot_classification",)
+    # the tasks of validation passes, some of `tasks`; None: all of them. A probe refitted at every pass
+    # costs more than the zero-shot score that a training-dynamics plot reads
+    val_tasks: tuple[Task, ...] | None = None
     path: str | None = None
     embedded: Literal["scenes", "digits"] | None = None
     seed: int = 1  # embedded sets: the rendering seed (scenes: not data.seed, which renders the training set)
@@ -57,6 +60,10 @@ class BenchmarkConfig:
         if split == "test":
             return True
         return bool(eval_every) and self.val_size != 0
+
+    def tasks_at(self, split: str) -> tuple[Task, ...]:
+        """The tasks run at `split` (val, test)."""
+        return self.val_tasks if split == "val" and self.val_tasks is not None else self.tasks
 
 
 EMBEDDED_SIZE = 1000
@@ -99,8 +106,9 @@ class EvalConfig:
         classification = 0
         for bench in self.benchmarks or ():
             if bench.evaluated_at(split, self.every):
-                names += [f"{bench.name}/{m}" for task in ("samples", *bench.tasks) for m in catalog.TASK_METRICS[task]]
-                classification += "zeroshot_classification" in bench.tasks
+                tasks = bench.tasks_at(split)
+                names += [f"{bench.name}/{m}" for task in ("samples", *tasks) for m in catalog.TASK_METRICS[task]]
+                classification += "zeroshot_classification" in tasks
         return names + (["zeroshot_avg"] if classification else [])
 
 
@@ -124,6 +132,11 @@ def check_benchmarks(cfg: EvalConfig, data: Any) -> None:
         key = f"{key} ({bench.name})"
         if not bench.tasks or len(set(bench.tasks)) < len(bench.tasks):
             raise ConfigError(f"{key}.tasks: {list(bench.tasks)}: name each task once, at least one")
+        if bench.val_tasks is not None:
+            extra = [t for t in bench.val_tasks if t not in bench.tasks]
+            if not bench.val_tasks or extra or len(set(bench.val_tasks)) < len(bench.val_tasks):
+                raise ConfigError(f"{key}.val_tasks: {list(bench.val_tasks)}: name some of tasks "
+                                  f"({', '.join(bench.tasks)}), each once; val_size: 0 skips validation passes")
         _check_source(cfg, data, bench, key)
         if bench.train_path is not None and not ("linear_probe" in bench.tasks and bench.source == "path"):
             raise ConfigError(f"{key}.train_path: only read by a linear_probe on files (path); remove it")

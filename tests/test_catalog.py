@@ -29,8 +29,10 @@ def test_declared_names_are_the_implemented_ones():
 
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_the_metric_names_are_what_evaluation_reports(fast_cfg, split):
-    # every task, a transfer set, and one benchmark left out of validation passes (val_size 0)
-    suite = ('[{name: scenes, tasks: [zeroshot_classification, zeroshot_retrieval, linear_probe]}, '
+    # every task, a transfer set, one benchmark left out of validation passes (val_size 0) and one whose
+    # validation passes skip its probe and retrieval (val_tasks)
+    suite = ('[{name: scenes, tasks: [zeroshot_classification, zeroshot_retrieval, linear_probe], '
+             'val_tasks: [zeroshot_classification]}, '
              '{name: count, label: count}, {name: digits, embedded: digits, seed: 0, size: 40, train_size: 40, '
              'tasks: [linear_probe, zeroshot_retrieval]}, {name: shapes, embedded: scenes, size: 30, val_size: 0}]')
     cfg = fast_cfg(f"eval.benchmarks={suite}", "eval.every=2")
@@ -40,6 +42,8 @@ def test_the_metric_names_are_what_evaluation_reports(fast_cfg, split):
     metrics, _ = evaluate_suite(encoder, cfg, split, own=build_splits(cfg.data))
     assert set(metrics) == set(cfg.eval.metric_names(split))
     assert ("shapes/zeroshot_top1" in metrics) == (split == "test")
+    assert ("scenes/probe_top1" in metrics) == ("scenes/i2t_r1" in metrics) == (split == "test")
+    assert "scenes/zeroshot_top1" in metrics
     assert metrics["zeroshot_avg"] == pytest.approx(
         sum(v for k, v in metrics.items() if k.endswith("/zeroshot_top1")) / (3 if split == "test" else 2))
 

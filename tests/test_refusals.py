@@ -160,8 +160,10 @@ def suite_space(benchmarks: str, metric: str = "test/zeroshot_avg") -> str:
     ("[{name: p, path: SHARDS/test, tasks: [linear_probe]}]",
      "eval.benchmarks[0] (p).train_path: a linear_probe on files needs a labelled train split"),
     ("[{name: a}, {name: a, embedded: digits}]", "eval.benchmarks[1].name: two benchmarks are named 'a'"),
+    ("[{name: a, embedded: digits, tasks: [zeroshot_classification], val_tasks: [linear_probe]}]",
+     "eval.benchmarks[0] (a).val_tasks: ['linear_probe']: name some of tasks (zeroshot_classification)"),
 ], ids=["missing path", "no class files", "retrieval without captions", "probe without labels",
-        "probe without a train split", "two benchmarks with one name"])
+        "probe without a train split", "two benchmarks with one name", "a validation task not in tasks"])
 def test_a_benchmark_that_cannot_be_evaluated(tmp_path, store, shards, benchmarks, expected):
     name = expected.split("(")[1].split(")")[0] if "(" in expected else "a"
     # a metric the suite reports, so that the benchmark's own problem is the one found

@@ -1,7 +1,10 @@
 """Sweeps end to end on a real local Ray instance and real MLflow stores (SQLite, and a server over HTTP)."""
 import dataclasses
+import json
 import os
+import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -120,9 +123,19 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
     assert steps_of(client, ito.info.run_id, "val/scenes/zeroshot_top1") == [2, 4]
     assert 0 <= ito.data.metrics["test/scenes/zeroshot_top1"] <= 1 and "test/scenes/t2i_r1" in ito.data.metrics
     assert any(k.startswith("system/cpu_utilization") for k in ito.data.metrics)
-    # the artifacts the analysis package reads
+    # the artifacts the analysis package reads, and the trial's log: what it printed (open_clip's warning
+    # about random weights among it), beside the sweep's state and in its run
     files = {f.path for f in client.list_artifacts(ito.info.run_id)}
     assert {"config.yaml", "metrics.json", "embeddings.npz"} <= files
+    assert summary.logs == str(tmp_path / "ray" / "two" / "logs")
+    for name, kid in kids.items():
+        log = Path(summary.logs) / f"{kid.data.tags['ray.trial_id']}.log"
+        assert "No pretrained weights loaded for model 'tiny'" in log.read_text()
+        assert [f.path for f in client.list_artifacts(kid.info.run_id, "logs")] == [f"logs/{log.name}"]
+        # the console names it in the line the trial's end prints, with the outcome and the metric
+        value = kid.data.metrics["val/scenes/zeroshot_top1"]
+        assert re.search(rf"^trial {name}: DONE at step 4/4, val/scenes/zeroshot_top1 {value:.4f}, in 0:00:\d\d; "
+                         rf"log: {re.escape(str(log))}$", printed.out, flags=re.M)
     sample = np.load(client.download_artifacts(ito.info.run_id, "embeddings.npz", str(tmp_path)))
     assert sample["image"].shape == sample["text"].shape == (48, 128)
     saved = yaml.safe_load(open(client.download_artifacts(ito.info.run_id, "config.yaml", str(tmp_path))))
@@ -198,6 +211,95 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
 
 
+def train_job_checkpoint(storage: Path, experiment: str) -> int:
+    """The step of the newest checkpoint Ray Train has registered for a sweep's Train jobs (0: none)."""
+    steps = [0]
+    for snapshot in (storage / experiment / "train").glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            steps += [c["metrics"]["step"] for c in json.loads(snapshot.read_text())["checkpoint_results"]]
+        except (OSError, ValueError, KeyError):  # caught mid-write
+            pass
+    return max(steps)
+
+
+def test_an_interrupted_train_job_resumes_from_its_checkpoint_in_its_one_run(tmp_path):
+    # Ctrl+C once Ray Train has registered a checkpoint of the trial's two workers and MLflow holds its
+    # validation pass; the resumed sweep goes on from there, in the same run
+    space = write_space(tmp_path / "cut2.yaml", {"CLIP": {"objective.name": "clip"}},
+                        config={"schedule.steps": 30, "eval.every": 10},
+                        resources={"num_workers": 2, "cpus_per_worker": 1})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+
+    def interrupt_after_a_checkpoint():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                      filter_string="attributes.run_name = 'CLIP seed=0'")
+            step = train_job_checkpoint(tmp_path / "ray", "cut2")
+            if runs and step and step in steps_of(client, runs[0].info.run_id, "val/scenes/zeroshot_top1"):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=interrupt_after_a_checkpoint, daemon=True)
+    watcher.start()
+    first = sweep(tmp_path, space, tracking_uri=uri)
+    watcher.join()
+    assert first.interrupted
+    (cut,) = children(client, first).values()
+    assert cut.info.status == "KILLED"
+    assert main(["sweep", str(space), "--resume", "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 0
+    (run,) = children(client, first).values()  # one run, not two
+    assert run.info.run_id == cut.info.run_id and run.info.status == "FINISHED"
+    (resumed,) = client.get_metric_history(run.info.run_id, "train/resumed_from_step")
+    assert resumed.value in (10, 20) and resumed.step == resumed.value
+    assert steps_of(client, run.info.run_id, "test/scenes/zeroshot_top1") == [30]
+
+
+def sweep_command(space: Path, tmp_path: Path, *extra: str) -> list[str]:
+    """The sweep command as a researcher runs it, its own driver process, joined to this module's Ray."""
+    return [sys.executable, "-m", "ito_sweeps.cli", "sweep", str(space), "--address",
+            ray.get_runtime_context().gcs_address, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+            "--storage", str(tmp_path / "ray"), *extra]
+
+
+def test_a_killed_driver_resumes_a_trial_that_trains_itself_from_its_checkpoint_in_its_one_run(tmp_path):
+    space = write_space(tmp_path / "killed.yaml", {"CLIP": {"objective.name": "clip"}},
+                        config={"schedule.steps": 30, "eval.every": 10})
+    command = sweep_command(space, tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+
+    def checkpointed() -> bool:
+        # The second validation pass: by then Tune has registered the first one's checkpoint and saved its
+        # state (it does at each checkpoint, as it keeps only the newest)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  filter_string="attributes.run_name = 'CLIP seed=0'")
+        return bool(runs and 20 in steps_of(client, runs[0].info.run_id, "val/scenes/zeroshot_top1"))
+
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpointed():
+            assert time.monotonic() < deadline and driver.poll() is None, "the trial never checkpointed"
+            time.sleep(0.3)
+    finally:
+        driver.kill()  # SIGKILL: no handler runs, Tune saves nothing more
+        driver.wait()
+    experiment = client.get_experiment_by_name("killed").experiment_id
+    (left,) = client.search_runs([experiment], filter_string="attributes.run_name = 'CLIP seed=0'")
+    assert left.info.status == "RUNNING"  # nobody was left to close it
+    assert main(command[3:] + ["--resume"]) == 0
+    (run,) = client.search_runs([experiment], filter_string="attributes.run_name = 'CLIP seed=0'")
+    assert run.info.run_id == left.info.run_id and run.info.status == "FINISHED"
+    (resumed,) = client.get_metric_history(run.info.run_id, "train/resumed_from_step")
+    assert resumed.value in (10, 20)
+    assert steps_of(client, run.info.run_id, "test/scenes/zeroshot_top1") == [30]
+    # both attempts wrote to the trial's one log
+    log = tmp_path / "ray" / "killed" / "logs" / f"{run.data.tags['ray.trial_id']}.log"
+    assert log.read_text().count("No pretrained weights loaded for model 'tiny'") == 2
+
+
 @pytest.mark.parametrize("workers", [1, 2], ids=["trial-trains-itself", "train-job"])
 def test_asha_stops_a_poor_trial_and_a_failing_trial_is_failed_while_the_sweep_goes_on(tmp_path, capsys, workers):
     # lr 0 keeps the initial weights, so the second trial's val/scenes/alignment stays at its initial 1.95 while the
@@ -216,8 +318,34 @@ def test_asha_stops_a_poor_trial_and_a_failing_trial_is_failed_while_the_sweep_g
         mode="max", scheduler={"name": "asha", "grace_period": 3, "reduction_factor": 2},
         resources={"num_workers": workers, "cpus_per_worker": 2 // workers})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    assert main(["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 1
-    assert "FAILED diverges seed=0: NonFiniteLoss: loss became NaN" in capsys.readouterr().out
+    if workers == 1:  # the sweep command as a researcher runs it: the console is what a researcher sees
+        done = subprocess.run(sweep_command(space, tmp_path), capture_output=True, text=True, timeout=300)
+        out, console = done.stdout, done.stdout + done.stderr
+        assert done.returncode == 1, console
+    else:  # in this process: the slowest test of the suite is spared a second driver's start-up
+        assert main(["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 1
+        printed = capsys.readouterr()
+        out, console = printed.out, printed.out + printed.err
+    assert "FAILED diverges seed=0: NonFiniteLoss: loss became NaN" in out
+    # the trial table, a line per ended trial naming its log (and its error), the summary naming the logs
+    logs = tmp_path / "ray" / "asha" / "logs"
+    assert "== asha: 3/3 trials ended (1 done, 1 stopped, 1 failed)" in out
+    ended = {name: re.search(rf"^trial {name} seed=0: {status} at step {step}/12, {metric}in [\d:]+{error}; "
+                             rf"log: (\S+)$", out, flags=re.M)
+             for name, status, step, metric, error in [
+                 ("learns", "DONE", "12", r"val/scenes/alignment [\d.]+, ", ""),
+                 ("frozen", "STOPPED", r"\d+", r"val/scenes/alignment [\d.]+, ", ""),
+                 ("diverges", "FAILED", "0", "", ": NonFiniteLoss: loss became NaN .*")]}
+    assert all(ended.values()), out
+    assert f"trial logs (everything a trial printed; also in its MLflow run): {logs}" in out
+    for found in ended.values():
+        assert Path(found[1]).parent == logs
+        assert "No pretrained weights loaded for model 'tiny'" in Path(found[1]).read_text()
+    # and none of the libraries' chatter: open_clip's warning, Tune's box and TensorBoard hint, MLflow's new
+    # store, Ray Train's per-report lines (what Ray forwards from other processes reaches the fds, not capsys)
+    for chatter in ("No pretrained weights", "TensorBoard", "Configuration for experiment", "database tables",
+                    "Reporting training result"):
+        assert chatter not in console
     client = MlflowClient(uri)
     runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
     learns, frozen, diverges = runs["learns seed=0"], runs["frozen seed=0"], runs["diverges seed=0"]

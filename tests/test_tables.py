@@ -86,6 +86,24 @@ def test_cells_average_finished_runs_over_seeds():
     assert markdown.rstrip().endswith(table.notes[0].replace("_", "\\_"))
 
 
+def test_each_proportion_cell_states_its_binomial_standard_error():
+    # A: 20% and 30% of 2,000 test images -> p = 0.25, se = sqrt(0.25 * 0.75 / 2000) = 0.968 points; B: 50% of
+    # 1,000 -> 1.581. A modality gap is no proportion, and runs that logged no sample count get no se.
+    samples = "metrics.test/scenes/samples"
+    frame = run_table(trial("A", 0, 0.2, gap=0.5, **{samples: 2000.0}), trial("A", 1, 0.3, gap=0.7, **{samples: 2000.0}),
+                      trial("B", 0, 0.5, gap=0.4, **{samples: 1000.0}))
+    gap = {"metric": "test/scenes/modality_gap", "name": "gap", "better": "lower"}
+    table = build_table(frame, spec(columns=[{"metric": "test/scenes/zeroshot_top1", "name": "ZS", "scale": 100,
+                                              "format": "{:.1f}"}, gap]))
+    assert cells_of(table, "ZS binomial_se") == pytest.approx([100 * math.sqrt(0.25 * 0.75 / 2000),
+                                                               100 * math.sqrt(0.25 / 1000)])
+    assert all(math.isnan(v) for v in cells_of(table, "gap binomial_se"))
+    markdown = table.to_markdown()
+    assert "| A | 2 | 25.0 ± 7.1, se 1.0 | 0.600 ± 0.141 |" in markdown and "| B | 1 | **50.0**, se 1.6 | **0.400** |" in markdown
+    unlogged = build_table(run_table(trial("A", 0, 0.2)), spec())
+    assert math.isnan(unlogged.cells["ZS binomial_se"][0]) and "se" not in unlogged.to_markdown()
+
+
 def test_a_single_run_shows_its_value_without_a_deviation_and_a_row_without_finished_runs_stays():
     frame = run_table(trial("A", 0, 0.25), trial("B", 0, 0.5, status="FAILED"))
     table = build_table(frame, spec())
@@ -344,8 +362,8 @@ def test_csv_holds_the_cells_in_display_units():
     table = special_table()
     back = pd.read_csv(io.StringIO(table.to_csv()))
     assert list(back.columns) == ["tags.variant", "n",
-                                  *(f"Top_1 (%) {p}" for p in ("mean", "std", "n", "delta", "lo", "hi")),
-                                  *(f"Gap {p}" for p in ("mean", "std", "n", "delta", "lo", "hi")), "CPU-hours"]
+                                  *(f"Top_1 (%) {p}" for p in ("mean", "std", "n", "binomial_se", "delta", "lo", "hi")),
+                                  *(f"Gap {p}" for p in ("mean", "std", "n", "binomial_se", "delta", "lo", "hi")), "CPU-hours"]
     pd.testing.assert_frame_equal(back, table.cells, check_dtype=False)
     assert back["Top_1 (%) mean"].tolist() == pytest.approx([85.0, 45.0])
 
@@ -517,10 +535,11 @@ def test_shipped_specs_show_metrics_their_suites_report():
     for path in SPECS_DIR.glob("*.gpu.yaml"):
         assert {c.metric for c in load_spec(path).columns} <= gpu_reported, path.name
     # the layout of the paper's component ablation, on each profile's benchmarks
+    # (the cpu one adds the embedded suite's modality gap and digits transfer)
     cpu = spec_for("ablation_components", "cpu")
     assert [c.metric for c in cpu.columns] == [
         "test/scenes/zeroshot_top1", "test/scenes/probe_top1", "test/scenes/i2t_r1", "test/scenes/t2i_r1",
-        "test/zeroshot_avg"]
+        "test/scenes/modality_gap", "test/digits/zeroshot_top1", "test/digits/probe_top1", "test/zeroshot_avg"]
     assert gpu.rows == cpu.rows and (gpu.significance, gpu.cost) == (cpu.significance, cpu.cost) == (True, True)
     smoke = [c.metric for c in spec_for("smoke").columns]
     assert smoke[:5] == [f"test/scenes/{m}" for m in ("zeroshot_top1", "probe_top1", "i2t_r1", "t2i_r1", "modality_gap")]

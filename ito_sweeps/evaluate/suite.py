@@ -190,9 +190,9 @@ def evaluate_suite(encoder: Encoder, cfg: Config, split: str, rank: int = 0, wor
 
 def _evaluate_one(encoder: Encoder, bench: BenchmarkConfig, cfg: Config, split: str, rank: int, world: int,
                   own, workers: int) -> tuple[dict[str, float], Features | None, list[str] | None]:
-    classify = "zeroshot_classification" in bench.tasks
-    retrieve = "zeroshot_retrieval" in bench.tasks
-    probe = "linear_probe" in bench.tasks
+    tasks = bench.tasks_at(split)
+    classify, retrieve, probe = (task in tasks for task in ("zeroshot_classification", "zeroshot_retrieval",
+                                                             "linear_probe"))
     data = open_split(bench, split, cfg, encoder_image_size(encoder), own)
     features = embed_split(encoder, data, rank, world, captions=retrieve, labels=classify or probe,
                            workers=workers)

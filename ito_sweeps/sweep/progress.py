@@ -1,14 +1,32 @@
-"""The live trial table a sweep prints: one line per trial with its status, step, metric and time.
+"""What a sweep prints while it runs: the live trial table (one line per trial with its status, step, metric
+and time, every 15 s and whenever a trial starts or ends) and, as each trial ends, one line with its
+outcome, its error if it failed, and its log file (everything else the trial printed).
 
-A Tune callback on the sweep driver. It holds only plain values (the space file and profile), because
-Tune pickles callbacks into its experiment state and unpickles them on `--resume`.
+A Tune callback on the sweep driver. It holds only plain values (the space file and profile, the logs
+folder), because Tune pickles callbacks into its experiment state and unpickles them on `--resume`.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
+import cloudpickle
 from ray.tune import Callback
+
+from ito_sweeps.sweep.trial_log import log_path
+
+
+def _error_of(trial) -> str:
+    """The first line of a failed trial's root cause, from the exception Tune pickled beside the trial
+    before telling its callbacks."""
+    from ito_sweeps.sweep.trainable import root_cause
+
+    path = trial.pickled_error_file
+    if path is None or not os.path.isfile(path):
+        return ""
+    with open(path, "rb") as f:
+        return root_cause(cloudpickle.load(f)).splitlines()[0]
 
 
 def _clock(seconds: float) -> str:
@@ -17,8 +35,8 @@ def _clock(seconds: float) -> str:
 
 
 class TrialTable(Callback):
-    def __init__(self, space_file: str, profile: str | None, every_s: float = 15.0):
-        self.space_file, self.profile, self.every_s = space_file, profile, every_s
+    def __init__(self, space_file: str, profile: str | None, logs: str, every_s: float = 15.0):
+        self.space_file, self.profile, self.logs, self.every_s = space_file, profile, logs, every_s
         self._space = None
         self._rows: dict[str, dict] = {}
         self._started = time.monotonic()
@@ -52,8 +70,7 @@ class TrialTable(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = self._row(trial)
         row["step"] = result.get("step", row["step"])
-        metric = self.space.metric if isinstance(self.space.metric, str) else self.space.metric[0]
-        row["value"] = result.get(metric, row["value"])
+        row["value"] = result.get(self._metric, row["value"])
         if time.monotonic() - self._printed >= self.every_s:
             self.print()
 
@@ -61,17 +78,31 @@ class TrialTable(Callback):
         row = self._row(trial)
         row["status"] = "DONE" if row["step"] >= row["steps"] else "STOPPED"
         row["end"] = time.monotonic()
-        self.print()
+        self._ended(trial, row)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         row = self._row(trial)
         row["status"], row["end"] = "FAILED", time.monotonic()
+        self._ended(trial, row, _error_of(trial))
+
+    def _ended(self, trial, row: dict, error: str = "") -> None:
+        parts = [f"trial {row['label']}: {row['status']} at step {row['step']}/{row['steps']}"]
+        if row["value"] is not None:
+            parts.append(f"{self._metric} {row['value']:.4f}")
+        if row["start"] is not None:  # a resumed sweep did not see it start
+            parts.append(f"in {_clock(row['end'] - row['start'])}")
+        line = ", ".join(parts) + (f": {error}" if error else "")
+        print(f"{line}; log: {log_path(self.logs, trial.trial_id)}", file=sys.stdout, flush=True)
         self.print()
+
+    @property
+    def _metric(self) -> str:
+        return self.space.metric if isinstance(self.space.metric, str) else self.space.metric[0]
 
     def print(self) -> None:
         self._printed = time.monotonic()
         rows = list(self._rows.values())
-        metric = self.space.metric if isinstance(self.space.metric, str) else self.space.metric[0]
+        metric = self._metric
         width = max([len(r["label"]) for r in rows] + [5])
         counts = {s: sum(r["status"] == s for r in rows) for s in ("RUNNING", "DONE", "STOPPED", "FAILED")}
         total = self.space.num_trials()

@@ -10,6 +10,7 @@ imports: MLflow, Tune and the trial code load only once there is a sweep to run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ito_sweeps.errors import UserError
-from ito_sweeps.sweep import store
+from ito_sweeps.sweep import store, trial_log
 from ito_sweeps.sweep.space import SearchSpace, load_space
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class TrialOutcome:
     status: str  # FINISHED, STOPPED (early, by the scheduler), FAILED or KILLED (the sweep was interrupted)
     value: float | None  # the sweep metric, last logged
     error: str = ""
+    log: str = ""  # the trial's log file: everything it printed
 
 
 @dataclass
@@ -51,6 +53,7 @@ class SweepSummary:
     metric: str
     mode: str
     expected_trials: int | None
+    logs: str = ""  # the folder of the trials' log files
     trials: list[TrialOutcome] = field(default_factory=list)
     wall_s: float = 0.0
     interrupted: bool = False
@@ -82,6 +85,8 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
 
     if address is None and not ray.is_initialized():  # the Ray this sweep starts will be this machine alone
         feasibility.check_local(space, feasibility.local_capacity())
+    # a new store's "Creating initial MLflow database tables" lines say nothing a researcher acts on
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     uri = store.resolve_uri(tracking_uri)
     store.check_reachable(uri)
     storage_path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
@@ -104,6 +109,7 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
             raise SweepError(f"--resume: sweep {name!r} logs to {state['tracking_uri']}, not {uri}; "
                              f"pass --tracking-uri {state['tracking_uri']}")
         tracking.reopen(client, state["parent_run_id"])
+        state.setdefault("logs", str(experiment_path / trial_log.LOGS_FOLDER))  # a sweep started before logs
     else:
         if experiment_path.exists():
             raise SweepError(f"sweep {name!r} already exists at {experiment_path}; continue it with --resume, "
@@ -113,6 +119,7 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
             "name": name, "space": str(space.path), "profile": space.profile, "tracking_uri": uri,
             "experiment_id": experiment, "git_commit": tracking.git_commit(),
             "train_storage": str(storage_path / name / "train"), "system_metrics_s": system_metrics_s,
+            "logs": str(experiment_path / trial_log.LOGS_FOLDER),
         }
         state["parent_run_id"] = tracking.start_sweep(
             client, experiment, name,
@@ -124,6 +131,8 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
         experiment_path.mkdir(parents=True)
         state_file.write_text(json.dumps(state, indent=2) + "\n")
 
+    # Tune's own console output (an experiment box, a TensorBoard hint) would only repeat the trial table's
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
         # Never with the dashboard off: Train V2 asks its State API whether a stopped trial's
         # controller is gone before freeing the trial's workers (ray-project/ray#54305).
@@ -151,13 +160,14 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
     tune_status = _settle(client, state, experiment_path)
     first = lambda v: v if isinstance(v, str) else v[0]  # noqa: E731
     summary = SweepSummary(name, experiment_path, uri, state["experiment_id"], state["parent_run_id"],
-                           first(space.metric), first(space.mode), space.num_trials())
+                           first(space.metric), first(space.mode), space.num_trials(), state["logs"])
     for run in tracking.trial_runs(client, state["experiment_id"], state["parent_run_id"]):
         status = run.info.status
         if status == "FINISHED" and run.data.tags.get("stopped_early") == "true":
             status = "STOPPED"
+        log = trial_log.log_path(state["logs"], run.data.tags.get(tracking.TRIAL_ID_TAG, ""))
         summary.trials.append(TrialOutcome(run.info.run_name, status, run.data.metrics.get(summary.metric),
-                                           run.data.tags.get(tracking.ERROR_TAG, "")))
+                                           run.data.tags.get(tracking.ERROR_TAG, ""), str(log)))
     summary.trials.sort(key=lambda t: t.label)
     ended = [s for s in tune_status.values() if s in ("TERMINATED", "ERROR")]
     summary.interrupted = len(ended) < max(len(results), summary.expected_trials or 0)
@@ -230,7 +240,7 @@ def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool)
             # a trial that trains itself keeps its checkpoints in Tune's trial folder (Train jobs: in Train's)
             checkpoint_config=tune.CheckpointConfig(num_to_keep=space.checkpoints.keep),
             callbacks=[
-                TrialTable(str(space.path), space.profile),
+                TrialTable(str(space.path), space.profile, state["logs"]),
                 tracking.CloseStoppedRuns(state["tracking_uri"], state["experiment_id"], state["parent_run_id"]),
                 InfeasibleWatch.for_space(space),
                 *([DropFinishedOptimizerState(state["train_storage"])] if space.checkpoints.final == "weights" else []),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ito_sweeps import catalog
 from ito_sweeps.config import Config
 from ito_sweeps.objectives import build_objective
-from ito_sweeps.sweep import tracking
+from ito_sweeps.sweep import tracking, trial_log
 from ito_sweeps.sweep.space import SearchSpace, load_space
 from ito_sweeps.sweep.space_parts import Resources
 from ito_sweeps.sweep.worker import train_in_trial, train_worker
@@ -47,9 +49,11 @@ def trial_config(cfg: Config, resources: Resources) -> Config:
 
 def run_trial(config: dict[str, Any]) -> None:
     sweep = config["sweep"]
+    trial_id = tune.get_context().get_trial_id()
+    log_file = trial_log.log_path(sweep["logs"], trial_id)
+    trial_log.send_output_to(log_file)
     space = load_space(sweep["space"], sweep["profile"])
     cfg = trial_config(space.resolve(config), space.resources)
-    trial_id = tune.get_context().get_trial_id()
     client = MlflowClient(sweep["tracking_uri"])
     fusion = bool(build_objective(cfg).inputs.fusion_pairs)  # what the objective trains, not what the config says
     tags = {
@@ -77,7 +81,7 @@ def run_trial(config: dict[str, Any]) -> None:
     run_id = tracking.trial_run(client, sweep["experiment_id"], sweep["parent_run_id"], trial_id,
                                 space.trial_label(config), tags, cfg.flat())
     loop_config = {"cfg": cfg.to_dict(), "tracking_uri": sweep["tracking_uri"], "run_id": run_id,
-                   "system_metrics_s": sweep["system_metrics_s"]}
+                   "system_metrics_s": sweep["system_metrics_s"], "log_file": str(log_file)}
     try:
         if space.resources.trains_in_trial:
             train_in_trial(loop_config)
@@ -88,9 +92,24 @@ def run_trial(config: dict[str, Any]) -> None:
         # sweep driver's verdict closes the run, and may already have: marking it here would race with it.
         raise
     except BaseException as err:
+        traceback.print_exc()  # into the trial's log, before it is copied to the run
         tracking.fail_trial_run(client, run_id, root_cause(err))
         raise
+    finally:
+        _keep_log(client, run_id, log_file)
     tracking.end_run(client, run_id, "FINISHED")
+
+
+def _keep_log(client: MlflowClient, run_id: str, log_file: Path) -> None:
+    """The trial's log beside its metrics: on a cluster without shared storage the file stays on the node
+    that ran the trial."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        client.log_artifact(run_id, str(log_file), trial_log.LOGS_FOLDER)
+    except Exception as err:  # a log that cannot be uploaded must not fail a trial that trained
+        print(f"warning: this log was not copied to MLflow run {run_id}: {type(err).__name__}: {err}",
+              file=sys.stderr)
 
 
 def _train_job(space: SearchSpace, sweep: dict[str, Any], trial_id: str, loop_config: dict[str, Any]) -> TorchTrainer:

@@ -43,6 +43,9 @@ class Session:
 def train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
+    from ito_sweeps.sweep import trial_log
+
+    trial_log.send_output_to(Path(loop_config["log_file"]))  # every rank's chatter, in its trial's log
     run_loop(loop_config, Session(
         ray.train.get_context().get_world_rank(), ray.train.get_checkpoint, ray.train.report, ray.train.Checkpoint,
         lambda model: ray.train.torch.prepare_model(model, move_to_device=False),
