@@ -3,6 +3,7 @@ import logging
 import os
 import socket
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch.distributed as dist
@@ -60,3 +61,14 @@ def analysis_store(tmp_path_factory):
     from tests.analysis_store import make_store
 
     return make_store(tmp_path_factory.mktemp("analysis_store"))
+
+
+def train_job_checkpoint(storage: Path, experiment: str) -> int:
+    """The step of the newest checkpoint Ray Train has registered for a sweep's Train jobs (0: none)."""
+    steps = [0]
+    for snapshot in (storage / experiment / "train").glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            steps += [c["metrics"]["step"] for c in json.loads(snapshot.read_text())["checkpoint_results"]]
+        except (OSError, ValueError, KeyError):  # caught mid-write
+            pass
+    return max(steps)

@@ -8,7 +8,6 @@ sweep forwards them through Ray's runtime_env.
 
 Run these alone with `pytest -m multinode` or `pytest -m faults` (see pyproject.toml).
 """
-import json
 import os
 import signal
 import subprocess
@@ -31,7 +30,7 @@ from ito_sweeps import config as C
 from ito_sweeps.cli import main
 from ito_sweeps.evaluate.suite import Encoder, evaluate_suite
 from ito_sweeps.models.towers import ITOModel, build_tokenizer, eval_transform
-from tests.conftest import SMALL_SUITE, free_port
+from tests.conftest import SMALL_SUITE, free_port, train_job_checkpoint
 from tests.servers import start_mlflow_server, stop
 
 TINY = {
@@ -157,13 +156,7 @@ def checkpointed(client, storage, experiment, run_name, after_step=0):
     A report waits only seconds for MLflow (an outage must not stop training), so on a loaded machine a
     process killed just after a checkpoint may not have sent that step's records yet. The local snapshot
     is read first, so that the polling does not load the server the trial logs to."""
-    steps = [0]
-    for snapshot in (storage / experiment / "train").glob("*/checkpoint_manager_snapshot.json"):
-        try:
-            steps += [c["metrics"]["step"] for c in json.loads(snapshot.read_text())["checkpoint_results"]]
-        except (OSError, ValueError, KeyError):  # caught mid-write
-            pass
-    step = max(steps)
+    step = train_job_checkpoint(storage, experiment)
     if step <= after_step:
         return None
     run = runs_of(client, experiment)[run_name]

@@ -1,6 +1,5 @@
 """Sweeps end to end on a real local Ray instance and real MLflow stores (SQLite, and a server over HTTP)."""
 import dataclasses
-import json
 import os
 import re
 import signal
@@ -31,7 +30,7 @@ from ito_sweeps.sweep.space import load_space
 from ito_sweeps.sweep.trainable import trial_config
 from ito_sweeps.train import checkpoint
 from ito_sweeps.train.loop import train
-from tests.conftest import SMALL_SUITE, free_port
+from tests.conftest import SMALL_SUITE, free_port, train_job_checkpoint
 from tests.servers import start, stop, wait_for
 
 # Seconds per trial: tiny data, a handful of steps, two validation passes.
@@ -169,6 +168,23 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
         model.load_state_dict(state["model"])  # strict: every weight is there
 
 
+def sweep_cut_when(ready, tmp_path: Path, space: Path, uri: str):
+    """The sweep, interrupted by Ctrl+C (SIGINT: Tune saves its state and stops) once `ready()` holds."""
+    def interrupt():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if ready():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=interrupt, daemon=True)
+    watcher.start()
+    summary = sweep(tmp_path, space, tracking_uri=uri)
+    watcher.join()
+    return summary
+
+
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     # The two trials run side by side (one CPU each), and the sweep is interrupted once the short one has
     # finished and the long one has checkpointed since: a validation pass well after the first trial's end,
@@ -178,22 +194,15 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
 
-    def interrupt_when_second_trial_runs_after_first_ended():
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
-            first, second = runs.get("first seed=0"), runs.get("second seed=0")
-            if first is not None and second is not None and first.info.status == "FINISHED":
-                passes = client.get_metric_history(second.info.run_id, "val/scenes/zeroshot_top1")
-                if any(m.timestamp >= first.info.end_time + 2000 for m in passes):
-                    os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C: Tune saves its state and stops
-                    return
-            time.sleep(0.5)
+    def second_trial_runs_after_first_ended() -> bool:
+        runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
+        first, second = runs.get("first seed=0"), runs.get("second seed=0")
+        if first is None or second is None or first.info.status != "FINISHED":
+            return False
+        passes = client.get_metric_history(second.info.run_id, "val/scenes/zeroshot_top1")
+        return any(m.timestamp >= first.info.end_time + 2000 for m in passes)
 
-    watcher = threading.Thread(target=interrupt_when_second_trial_runs_after_first_ended, daemon=True)
-    watcher.start()
-    first = sweep(tmp_path, space, tracking_uri=uri)
-    watcher.join()
+    first = sweep_cut_when(second_trial_runs_after_first_ended, tmp_path, space, uri)
     assert first.interrupted
     by_name = children(client, first)
     assert by_name["first seed=0"].info.status == "FINISHED" and by_name["second seed=0"].info.status == "KILLED"
@@ -211,17 +220,6 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
 
 
-def train_job_checkpoint(storage: Path, experiment: str) -> int:
-    """The step of the newest checkpoint Ray Train has registered for a sweep's Train jobs (0: none)."""
-    steps = [0]
-    for snapshot in (storage / experiment / "train").glob("*/checkpoint_manager_snapshot.json"):
-        try:
-            steps += [c["metrics"]["step"] for c in json.loads(snapshot.read_text())["checkpoint_results"]]
-        except (OSError, ValueError, KeyError):  # caught mid-write
-            pass
-    return max(steps)
-
-
 def test_an_interrupted_train_job_resumes_from_its_checkpoint_in_its_one_run(tmp_path):
     # Ctrl+C once Ray Train has registered a checkpoint of the trial's two workers and MLflow holds its
     # validation pass; the resumed sweep goes on from there, in the same run
@@ -231,21 +229,13 @@ def test_an_interrupted_train_job_resumes_from_its_checkpoint_in_its_one_run(tmp
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
 
-    def interrupt_after_a_checkpoint():
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                      filter_string="attributes.run_name = 'CLIP seed=0'")
-            step = train_job_checkpoint(tmp_path / "ray", "cut2")
-            if runs and step and step in steps_of(client, runs[0].info.run_id, "val/scenes/zeroshot_top1"):
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.5)
+    def checkpointed() -> bool:
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  filter_string="attributes.run_name = 'CLIP seed=0'")
+        step = train_job_checkpoint(tmp_path / "ray", "cut2")
+        return bool(runs and step and step in steps_of(client, runs[0].info.run_id, "val/scenes/zeroshot_top1"))
 
-    watcher = threading.Thread(target=interrupt_after_a_checkpoint, daemon=True)
-    watcher.start()
-    first = sweep(tmp_path, space, tracking_uri=uri)
-    watcher.join()
+    first = sweep_cut_when(checkpointed, tmp_path, space, uri)
     assert first.interrupted
     (cut,) = children(client, first).values()
     assert cut.info.status == "KILLED"
