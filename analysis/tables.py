@@ -33,8 +33,10 @@ from analysis.values import show, value_key
 from ito_sweeps.config import Config
 
 CONFIDENCE = 0.95
-# Metrics that are the fraction of a benchmark's test samples scored right: each has a binomial standard error
-PROPORTION = re.compile(r"test/(?P<bench>[^/]+)/(zeroshot_top\d+|probe_top1|[it]2[ti]_r\d+)")
+# Metrics that are the fraction of a benchmark's samples scored right; at the test pass each has a binomial
+# standard error
+PROPORTION_METRIC = r"(zeroshot_top\d+|probe_top1|[it]2[ti]_r\d+)"
+PROPORTION = re.compile(rf"test/(?P<bench>[^/]+)/{PROPORTION_METRIC}")
 RESOURCE_TAGS = ("tags.resources.num_workers", "tags.resources.cpus_per_worker", "tags.resources.gpus_per_worker")
 # A table built without a spec: (metric, column name) of each benchmark where logged, in percent, then the
 # zero-shot average, then the modality gap of the first benchmark that reports one (a retrieval benchmark)

@@ -28,11 +28,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from analysis.load import load_runs
+from analysis.tables import PROPORTION_METRIC, welch_interval
+
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS = ROOT / "benchmarks" / "fidelity.yaml"
 DEFAULT_SPACE = ROOT / "search_spaces" / "ablation_components.yaml"
 NAME = "fidelity"  # the sweep's name: its MLflow experiment and Ray folder
-PERCENT = re.compile(r"(zeroshot_top\d+|probe_top1|[it]2[ti]_r\d+)$")  # fractions, shown in percentage points
+
+PERCENT = re.compile(rf"/{PROPORTION_METRIC}$")  # fractions, shown in percentage points
 EXPECT = ("higher", "lower")
 MEASURES = ("final", "late_gain")
 
@@ -99,8 +103,6 @@ def late_gain(history: pd.DataFrame) -> pd.Series:
 
 def judge(claim: dict, a_row: str, values: pd.Series, rows: pd.Series) -> Result:
     """One claim for row `a_row`: `values` per run (finished runs, display units), `rows` each run's row."""
-    from analysis.tables import welch_interval
-
     def side(row: str) -> Side:
         v = values[rows == row].dropna()
         return Side(row, float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), int(len(v)))
@@ -139,8 +141,8 @@ def evaluate(claims: dict, runs) -> list[Result]:
 # ---- the page ---------------------------------------------------------------------------------------------
 
 
-def _number(x: float, metric: str) -> str:
-    return "" if np.isnan(x) else (f"{x:.1f}" if PERCENT.search(metric) else f"{x:.3f}")
+def _number(x: float, metric: str, sign: str = "") -> str:
+    return "" if np.isnan(x) else f"{x:{sign}.{1 if PERCENT.search(metric) else 3}f}"
 
 
 def _side(s: Side, metric: str) -> str:
@@ -177,7 +179,7 @@ def page(results: list[Result], claims: dict, sweep: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        interval = f"{r.diff:+.{3 if not PERCENT.search(r.metric) else 1}f} [{_number(r.lo, r.metric)}, {_number(r.hi, r.metric)}]"
+        interval = f"{_number(r.diff, r.metric, '+')} [{_number(r.lo, r.metric)}, {_number(r.hi, r.metric)}]"
         lines.append(f"| {r.paper} | {r.claim} | {r.a.row} | {r.b.row} | {_metric(r)} | {_side(r.a, r.metric)} | "
                      f"{_side(r.b, r.metric)} | {interval} | **{r.verdict}** |")
     counts = pd.Series([r.verdict for r in results]).value_counts()
@@ -185,11 +187,6 @@ def page(results: list[Result], claims: dict, sweep: dict) -> str:
               "## Claims the embedded benchmark cannot test", "", "| paper | claim | why |", "| --- | --- | --- |"]
     lines += [f"| {u['paper']} | {u['claim']} | {u['why']} |" for u in claims["untestable"]]
     return "\n".join(lines) + "\n"
-
-
-def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
 
 
 def main() -> None:
@@ -211,15 +208,13 @@ def main() -> None:
                         "--storage", str(work / "ray_results")], check=True)
         timing.write_text(f"{time.perf_counter() - start:.1f}")
 
-    from analysis.load import load_runs
-
     runs = load_runs(store, experiment=NAME)
     results = evaluate(claims, runs)
     started = runs.trials["start_time"].min()
     wall = float(timing.read_text()) if timing.is_file() else float("nan")
     sweep = {"trials": len(runs.trials), "finished": len(runs.finished), "date": str(started)[:16],
              "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
-             "commit": _commit(), "wall": f"{wall:.0f} s" if wall == wall else "not recorded"}
+             "commit": ", ".join(sorted(runs.trials["tags.git_commit"].dropna().str[:7].unique())) or "unknown", "wall": f"{wall:.0f} s" if wall == wall else "not recorded"}
     Path(args.out).write_text(page(results, claims, sweep))
     Path(args.json).write_text(json.dumps({"sweep": sweep, "claims": [asdict(r) for r in results]}, indent=2) + "\n")
     print(Path(args.out).read_text())

@@ -19,7 +19,8 @@ from ito_sweeps.sweep.trial_log import log_path
 
 def _error_of(trial) -> str:
     """The first line of a failed trial's root cause, from the exception Tune pickled beside the trial
-    before telling its callbacks."""
+    before telling its callbacks. Read from the trial's local folder: `Trial.get_pickled_error()` reads
+    the storage copy, which is not written yet when the callbacks run (it returned None there)."""
     from ito_sweeps.sweep.trainable import root_cause
 
     path = trial.pickled_error_file
