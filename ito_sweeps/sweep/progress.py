@@ -7,27 +7,13 @@ folder), because Tune pickles callbacks into its experiment state and unpickles 
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 
-import cloudpickle
 from ray.tune import Callback
 
+from ito_sweeps.sweep.tracking import trial_error
 from ito_sweeps.sweep.trial_log import log_path
-
-
-def _error_of(trial) -> str:
-    """The first line of a failed trial's root cause, from the exception Tune pickled beside the trial
-    before telling its callbacks. Read from the trial's local folder: `Trial.get_pickled_error()` reads
-    the storage copy, which is not written yet when the callbacks run (it returned None there)."""
-    from ito_sweeps.sweep.trainable import root_cause
-
-    path = trial.pickled_error_file
-    if path is None or not os.path.isfile(path):
-        return ""
-    with open(path, "rb") as f:
-        return root_cause(cloudpickle.load(f)).splitlines()[0]
 
 
 def _clock(seconds: float) -> str:
@@ -84,7 +70,7 @@ class TrialTable(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         row = self._row(trial)
         row["status"], row["end"] = "FAILED", time.monotonic()
-        self._ended(trial, row, _error_of(trial))
+        self._ended(trial, row, trial_error(trial).split("\n", 1)[0])
 
     def _ended(self, trial, row: dict, error: str = "") -> None:
         parts = [f"trial {row['label']}: {row['status']} at step {row['step']}/{row['steps']}"]

@@ -9,6 +9,7 @@ opening a second one.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import subprocess
 import tempfile
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -99,11 +101,25 @@ def end_run(client: MlflowClient, run_id: str, status: str, **tags: str) -> None
     client.set_terminated(run_id, status)
 
 
-def fail_trial_run(client: MlflowClient, run_id: str, error: str) -> None:
-    """Mark a trial's run FAILED, unless the driver has already closed it: a trial that Tune stops (ASHA,
-    Ctrl+C) sees an exception too, and Tune's verdict, not that exception, decides the run's status."""
-    if client.get_run(run_id).info.status == "RUNNING":
-        end_run(client, run_id, "FAILED", **{ERROR_TAG: error})
+def root_cause(err: BaseException) -> str:
+    """The worker's own exception, not Ray's wrappers around it."""
+    failures = getattr(err, "worker_failures", None)
+    if failures:
+        err = failures[min(failures)]
+    while getattr(err, "cause", None) is not None:
+        err = err.cause
+    return f"{type(err).__name__}: {err}".strip()
+
+
+def trial_error(trial) -> str:
+    """A failed Tune trial's root cause, from the exception Tune pickled beside the trial before telling its
+    callbacks. Read from the trial's local folder: `Trial.get_pickled_error()` reads the storage copy, which
+    is not written yet when the callbacks run (it returned None there)."""
+    path = trial.pickled_error_file
+    if path is None or not os.path.isfile(path):
+        return ""
+    with open(path, "rb") as f:
+        return root_cause(cloudpickle.load(f))
 
 
 def _drop_tag(client: MlflowClient, run, key: str) -> None:
@@ -138,7 +154,6 @@ class CloseStoppedRuns(Callback):
         run = find_trial_run(client, self.experiment, self.parent, trial.trial_id)
         if run is None or run.info.status == "FINISHED":
             return
-        _drop_tag(client, run, ERROR_TAG)  # the stopped trial's process may have seen its stop as an error
         # ASHA also stops a trial whose last report reached max_t: that one ran to its end.
         finished = FINAL_METRIC in (trial.last_result or {})
         end_run(client, run.info.run_id, "FINISHED", stopped_early=str(not finished).lower())
@@ -147,7 +162,8 @@ class CloseStoppedRuns(Callback):
         client = MlflowClient(self.uri)
         run = find_trial_run(client, self.experiment, self.parent, trial.trial_id)
         if run is not None and run.info.status == "RUNNING":
-            end_run(client, run.info.run_id, "FAILED", **{ERROR_TAG: f"the trial process failed; see {trial.path}/error.txt"})
+            error = trial_error(trial) or f"the trial process failed; see {trial.path}/error.txt"
+            end_run(client, run.info.run_id, "FAILED", **{ERROR_TAG: error})
 
 
 class RunLogger:

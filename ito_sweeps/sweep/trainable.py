@@ -87,13 +87,11 @@ def run_trial(config: dict[str, Any]) -> None:
             train_in_trial(loop_config)
         else:
             _train_job(space, sweep, trial_id, loop_config).fit()
-    except SystemExit:
-        # How Tune stops a trial that waits at a report (a scheduler's stop, Ctrl+C): not a failure. The
-        # sweep driver's verdict closes the run, and may already have: marking it here would race with it.
-        raise
-    except BaseException as err:
-        traceback.print_exc()  # into the trial's log, before it is copied to the run
-        tracking.fail_trial_run(client, run_id, root_cause(err))
+    except Exception:
+        # Into the trial's log. The run's status is the sweep driver's to set, from Tune's verdict: a trial
+        # that Tune stops (ASHA, Ctrl+C) may see its stop as an error, and may see it after the driver has
+        # already closed the run (a Train job's controller dies with the trial's placement group).
+        traceback.print_exc()
         raise
     finally:
         _keep_log(client, run_id, log_file)
@@ -137,13 +135,3 @@ def _train_job(space: SearchSpace, sweep: dict[str, Any], trial_id: str, loop_co
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-
-
-def root_cause(err: BaseException) -> str:
-    """The worker's own exception, not Ray's wrappers around it."""
-    failures = getattr(err, "worker_failures", None)
-    if failures:
-        err = failures[min(failures)]
-    while getattr(err, "cause", None) is not None:
-        err = err.cause
-    return f"{type(err).__name__}: {err}".strip()
