@@ -171,6 +171,9 @@ class RunConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms on top of seeding
     log_every: int = bounded(10, 1)
     checkpoint_every: int = bounded(0, 0)  # 0 = only the final checkpoint
+    # the optimizer state in the final checkpoint too, so that the run can be trained on past its schedule;
+    # a sweep whose finished trials keep weights only (checkpoints.final: weights) never writes it
+    final_optimizer_state: bool = True
     threads: int = bounded(0, 0)  # torch intra-op threads; 0 = torch's default
 
 

@@ -13,6 +13,7 @@ from ray.tune.search.optuna import OptunaSearch
 from analysis.table_spec import spec_for
 from ito_sweeps.objectives import build_objective
 from ito_sweeps.sweep.space import SearchSpace, SpaceError, load_space
+from ito_sweeps.sweep.trainable import trial_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "search_spaces"
@@ -630,5 +631,9 @@ def test_checkpoint_retention_and_infeasible_wait_are_read_with_defaults(tmp_pat
                                               "resources: {infeasible_wait_s: 30, gpus_per_worker: 0.5}\n"
                                               "profiles:\n  cpu: {checkpoints: {keep: 2}}\n"))
     assert (space.checkpoints.keep, space.checkpoints.final) == (2, "full")  # merged key by key, as config is
+    # what the trials' runs are told: only a trial that keeps its optimizer state once finished writes it last
+    (point, *_) = space.trial_configs()
+    assert trial_config(space.resolve(point), space.resources, space.checkpoints).run.final_optimizer_state
+    assert not trial_config(space.resolve(point), space.resources).run.final_optimizer_state  # final: weights
     assert space.resources.infeasible_wait_s == 30.0 and space.resources.per_worker() == {"CPU": 1.0, "GPU": 0.5}
     assert space.resources_at["gpus_per_worker"] == "resources.gpus_per_worker"

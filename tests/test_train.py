@@ -86,6 +86,21 @@ def test_resume_continues_exactly(fast_cfg, tmp_path):
     assert all(torch.equal(full[k], resumed[k]) for k in full)
 
 
+def test_a_run_that_keeps_weights_only_writes_its_last_checkpoint_without_the_optimizer_state(fast_cfg, tmp_path):
+    cfg = fast_cfg("schedule.steps=6", "run.checkpoint_every=3")
+    train(cfg, tmp_path / "full")
+    train(fast_cfg("schedule.steps=6", "run.checkpoint_every=3", "run.final_optimizer_state=false"), tmp_path / "lean")
+    lean = tmp_path / "lean" / "checkpoints"
+    assert sorted(p.name for p in lean.iterdir()) == \
+        ["last.pt", "step_00000003.optimizer.pt", "step_00000003.pt", "step_00000006.pt"]
+    last = checkpoint.load(checkpoint.latest(lean))  # not step 3's optimizer state, under the last step's weights
+    assert last["step"] == 6 and "optimizer" not in last
+    full = checkpoint.load(tmp_path / "full" / "checkpoints" / "step_00000006.pt")
+    assert all(torch.equal(full["model"][k], last["model"][k]) for k in full["model"])  # the same run
+    with pytest.raises(C.ConfigError, match="without its optimizer state"):
+        train(fast_cfg("schedule.steps=8", "run.checkpoint_every=3"), tmp_path / "lean", resume=checkpoint.latest(lean))
+
+
 def test_resume_refuses_a_different_objective(fast_cfg, tmp_path):
     train(fast_cfg(), tmp_path / "run")
     with pytest.raises(C.ConfigError, match="objective.name: differs from the checkpoint"):

@@ -4,7 +4,8 @@ While a trial runs, Ray Train (or Tune, for a trial that trains itself) keeps it
 checkpoints (the newest is what a restarted worker or a resumed sweep continues from). A trial that has finished, or that the scheduler
 stopped, is never resumed, so with `checkpoints.final: weights` its checkpoints drop the optimizer state
 (two thirds of each under AdamW) and keep the weights, the config and the step: what evaluation and
-export read. A failed trial keeps everything, for a rerun from where it failed.
+export read. (Its last checkpoint is written without it in the first place: `run.final_optimizer_state`,
+set by `trainable.trial_config`.) A failed trial keeps everything, for a rerun from where it failed.
 """
 from __future__ import annotations
 

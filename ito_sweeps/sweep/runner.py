@@ -199,6 +199,7 @@ def _check_data(space: SearchSpace) -> None:
 
 def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool):
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from ito_sweeps.sweep import tracking
     from ito_sweeps.sweep.infeasible import InfeasibleWatch
@@ -209,6 +210,10 @@ def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool)
     # Keeping only the newest checkpoints makes Tune save its experiment state at each one, and warn about
     # it every time; on a sweep's few trials that costs milliseconds (the warning would bury the table)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's own result files (result.json, progress.csv) stay, added below; its TensorBoard logger goes:
+    # MLflow is the sweep's tracker, and that logger imports torch into the driver just as Tune starts
+    # (seconds before the first trial, on every sweep and --resume)
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     res = space.resources
     if res.trains_in_trial:  # the trial is the worker: it holds the worker's CPUs and GPUs
         trainable = tune.with_resources(run_trial, {k.lower(): v for k, v in res.per_worker().items()})
@@ -240,6 +245,7 @@ def _tuner(space: SearchSpace, state: dict, experiment_path: Path, resume: bool)
             # a trial that trains itself keeps its checkpoints in Tune's trial folder (Train jobs: in Train's)
             checkpoint_config=tune.CheckpointConfig(num_to_keep=space.checkpoints.keep),
             callbacks=[
+                CSVLoggerCallback(), JsonLoggerCallback(),
                 TrialTable(str(space.path), space.profile, state["logs"]),
                 tracking.CloseStoppedRuns(state["tracking_uri"], state["experiment_id"], state["parent_run_id"]),
                 InfeasibleWatch.for_space(space),

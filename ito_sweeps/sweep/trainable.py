@@ -6,7 +6,10 @@ that builds a `TorchTrainer`, whose workers (`worker.train_worker`) run the core
 loop in the Tune trial itself (`worker.train_in_trial`), holding the worker's resources and reporting to
 Tune directly; Tune then retries its failures from the last checkpoint, as Train does for a Train job.
 
-`run_trial` must stay importable from this module: `Tuner.restore` unpickles it by reference.
+`run_trial` must stay importable from this module: `Tuner.restore` unpickles it by reference. The sweep
+driver imports this module to hand `run_trial` to Tune, so what only a trial needs (torch, open_clip, Ray
+Train) is imported inside the functions: the driver then starts Tune without those seconds of imports,
+which the trial's own process pays anyway.
 """
 from __future__ import annotations
 
@@ -17,32 +20,29 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import ray.train
 from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from ito_sweeps import catalog
 from ito_sweeps.config import Config
-from ito_sweeps.objectives import build_objective
 from ito_sweeps.sweep import tracking, trial_log
 from ito_sweeps.sweep.space import SearchSpace, load_space
-from ito_sweeps.sweep.space_parts import Resources
+from ito_sweeps.sweep.space_parts import Checkpoints, Resources
 from ito_sweeps.sweep.worker import train_in_trial, train_worker
 
 HEALTH_CHECK_INTERVAL_S = 0.5
 
 
-def trial_config(cfg: Config, resources: Resources) -> Config:
-    """The run settings a trial's resources imply: device, threads, and checkpoints that Ray can
-    restore from at every validation pass."""
+def trial_config(cfg: Config, resources: Resources, checkpoints: Checkpoints = Checkpoints()) -> Config:
+    """The run settings a trial's resources and retention imply: device, threads, checkpoints that Ray can
+    restore from at every validation pass, and a last one without the optimizer state when a finished
+    trial keeps its weights only (writing it would cost a copy to Ray's storage, then a deletion)."""
     run = dataclasses.replace(
         cfg.run,
         device="cuda" if resources.use_gpu else "cpu",
         threads=cfg.run.threads or max(1, int(resources.cpus_per_worker)),
         checkpoint_every=cfg.run.checkpoint_every or cfg.eval.every,
+        final_optimizer_state=cfg.run.final_optimizer_state and checkpoints.final != "weights",
     )
     return dataclasses.replace(cfg, run=run)
 
@@ -53,8 +53,10 @@ def run_trial(config: dict[str, Any]) -> None:
     log_file = trial_log.log_path(sweep["logs"], trial_id)
     trial_log.send_output_to(log_file)
     space = load_space(sweep["space"], sweep["profile"])
-    cfg = trial_config(space.resolve(config), space.resources)
+    cfg = trial_config(space.resolve(config), space.resources, space.checkpoints)
     client = MlflowClient(sweep["tracking_uri"])
+    from ito_sweeps.objectives import build_objective
+
     fusion = bool(build_objective(cfg).inputs.fusion_pairs)  # what the objective trains, not what the config says
     tags = {
         "objective": cfg.objective.name,
@@ -110,8 +112,13 @@ def _keep_log(client: MlflowClient, run_id: str, log_file: Path) -> None:
               file=sys.stderr)
 
 
-def _train_job(space: SearchSpace, sweep: dict[str, Any], trial_id: str, loop_config: dict[str, Any]) -> TorchTrainer:
+def _train_job(space: SearchSpace, sweep: dict[str, Any], trial_id: str, loop_config: dict[str, Any]):
     """The Ray Train job of a trial of several workers."""
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     res = space.resources
     # Train's controller polls its workers at this interval, and a trial's end waits for the next poll:
     # 2 s by default, a noticeable share of a short trial. Passed on to the controller by Ray Train.

@@ -116,7 +116,8 @@ def run_loop(loop_config: dict[str, Any], session: Session) -> None:
             folder.mkdir()
             # Ray keeps its own copy: one on local disk at a time
             shutil.move(saved, folder / CHECKPOINT_FILE)
-            shutil.move(checkpoint.optimizer_file(saved), folder / OPTIMIZER_STATE_FILE)
+            if checkpoint.optimizer_file(saved).is_file():  # not in a finished trial's last one
+                shutil.move(checkpoint.optimizer_file(saved), folder / OPTIMIZER_STATE_FILE)
             reported = session.checkpoint_type.from_directory(str(folder))
             reported.set_metadata({"step": step})
             session.report({"step": step, **metrics}, checkpoint=reported)

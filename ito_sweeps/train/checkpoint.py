@@ -22,14 +22,20 @@ def optimizer_file(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".pt") + OPTIMIZER_SUFFIX)
 
 
-def save(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> Path:
+def save(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+         config: dict) -> Path:
+    """Without `optimizer`, the weights alone: a checkpoint to evaluate, not to train on from."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step_{step:08d}.pt"
-    # the optimizer state first: a checkpoint whose weights file exists is complete
-    _write(optimizer_file(path), {"optimizer": optimizer.state_dict()})
-    _write(path, {"step": step, "model": model.state_dict(), "config": config})
     last = directory / LAST
-    for source, target in ((optimizer_file(path), optimizer_file(last)), (path, last)):
+    # the optimizer state first: a checkpoint whose weights file exists is complete
+    if optimizer is not None:
+        _write(optimizer_file(path), {"optimizer": optimizer.state_dict()})
+    else:  # the last checkpoint's optimizer state must never be read as this one's
+        optimizer_file(last).unlink(missing_ok=True)
+    _write(path, {"step": step, "model": model.state_dict(), "config": config})
+    links = [(path, last)] if optimizer is None else [(optimizer_file(path), optimizer_file(last)), (path, last)]
+    for source, target in links:
         tmp = target.with_name(target.name + ".tmp")
         tmp.unlink(missing_ok=True)
         os.link(source, tmp)

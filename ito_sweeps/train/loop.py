@@ -162,7 +162,8 @@ def train(
     def save_checkpoint(step: int) -> Path | None:
         raise_if_nonfinite()  # never persist weights that a NaN has already reached
         if lead and ckpt_dir is not None:
-            return checkpoint.save(ckpt_dir, step, model, optimizer, cfg.to_dict())
+            keep_optimizer = step < cfg.schedule.steps or cfg.run.final_optimizer_state
+            return checkpoint.save(ckpt_dir, step, model, optimizer if keep_optimizer else None, cfg.to_dict())
         return None
 
     model.train()
