@@ -52,11 +52,12 @@ def run_trial(config: dict[str, Any]) -> None:
     trial_id = tune.get_context().get_trial_id()
     log_file = trial_log.log_path(sweep["logs"], trial_id)
     trial_log.send_output_to(log_file)
+    # torch and open_clip (see the module's docstring), after the redirect: their chatter goes to the log
+    from ito_sweeps.objectives import build_objective
+
     space = load_space(sweep["space"], sweep["profile"])
     cfg = trial_config(space.resolve(config), space.resources, space.checkpoints)
     client = MlflowClient(sweep["tracking_uri"])
-    from ito_sweeps.objectives import build_objective
-
     fusion = bool(build_objective(cfg).inputs.fusion_pairs)  # what the objective trains, not what the config says
     tags = {
         "objective": cfg.objective.name,
