@@ -28,13 +28,14 @@ def save(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.op
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step_{step:08d}.pt"
     last = directory / LAST
+    links = [(path, last)]
     # the optimizer state first: a checkpoint whose weights file exists is complete
     if optimizer is not None:
         _write(optimizer_file(path), {"optimizer": optimizer.state_dict()})
+        links.insert(0, (optimizer_file(path), optimizer_file(last)))
     else:  # the last checkpoint's optimizer state must never be read as this one's
         optimizer_file(last).unlink(missing_ok=True)
     _write(path, {"step": step, "model": model.state_dict(), "config": config})
-    links = [(path, last)] if optimizer is None else [(optimizer_file(path), optimizer_file(last)), (path, last)]
     for source, target in links:
         tmp = target.with_name(target.name + ".tmp")
         tmp.unlink(missing_ok=True)
