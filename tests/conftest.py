@@ -1,6 +1,7 @@
 import json
 import logging
 import os
+import shutil
 import socket
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,25 @@ def gloo_group(rank: int, world_size: int, port: int):
         yield
     finally:
         dist.destroy_process_group()
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, made once: MLflow makes a new store's schema by running its migrations,
+    about 2 s per store. The tests that check what a new store prints make their own."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("empty_store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store_uri(tmp_path, empty_store) -> str:
+    """A new, empty MLflow store at `tmp_path/mlflow.db` (a copy of `empty_store`), where the sweep helpers
+    of the tests point."""
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path}/mlflow.db"
 
 
 @pytest.fixture(scope="session")

@@ -120,8 +120,8 @@ def test_refusals_name_the_key_before_a_model_loads(tmp_path, capsys, suite, mod
     assert re.search(message.format(tmp=tmp_path), err) and len(err.splitlines()) == 1
 
 
-def test_export_run_refuses_what_is_not_a_trial_with_checkpoints(exported, tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_export_run_refuses_what_is_not_a_trial_with_checkpoints(exported, tmp_path, capsys, store_uri):
+    uri = store_uri
     client = MlflowClient(uri)
     experiment = client.create_experiment("x")
     plain = client.create_run(experiment, run_name="plain").info.run_id
@@ -160,7 +160,7 @@ def local_ray():
     ray.shutdown()
 
 
-def test_a_sweep_trial_is_exported_and_reevaluated_on_its_own_data(local_ray, tmp_path, capsys):
+def test_a_sweep_trial_is_exported_and_reevaluated_on_its_own_data(local_ray, tmp_path, capsys, store_uri):
     config = {**{k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in FAST)}, "schedule.steps": 2,
               "eval.benchmarks": [{"name": "scenes", "tasks": ["zeroshot_classification", "zeroshot_retrieval"]}]}
     space = write(tmp_path / "one.yaml", {
@@ -168,7 +168,7 @@ def test_a_sweep_trial_is_exported_and_reevaluated_on_its_own_data(local_ray, tm
         "variants": [{"name": "CLIP", "set": {"objective.name": "clip"}}],
         "resources": {"num_workers": 1, "cpus_per_worker": 1}, "max_concurrent_trials": 1,
     })
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri
     summary = run_sweep(space, storage=tmp_path / "ray", tracking_uri=uri, system_metrics_s=1)
     client = MlflowClient(summary.tracking_uri)
     (trial,) = tracking.trial_runs(client, summary.experiment_id, summary.parent_run_id)

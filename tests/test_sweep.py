@@ -1,5 +1,6 @@
 """Sweeps end to end on a real local Ray instance and real MLflow stores (SQLite, and a server over HTTP)."""
 import dataclasses
+import json
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.state import list_actors
 import yaml
 from mlflow.tracking import MlflowClient
@@ -23,7 +25,7 @@ from ito_sweeps import config as C
 from ito_sweeps.cli import main
 from ito_sweeps.models.towers import ITOModel
 from ito_sweeps.objectives import build_objective
-from ito_sweeps.sweep import tracking
+from ito_sweeps.sweep import leftovers, tracking
 from ito_sweeps.sweep.infeasible import infeasible_groups
 from ito_sweeps.sweep.runner import SweepError, run_sweep
 from ito_sweeps.sweep.space import load_space
@@ -65,9 +67,8 @@ def write_space(path, variants, config=None, **top):
     return path
 
 
-def sweep(tmp_path, space, **kwargs):
-    kwargs.setdefault("tracking_uri", f"sqlite:///{tmp_path}/mlflow.db")
-    return run_sweep(space, storage=tmp_path / "ray", system_metrics_s=1, **kwargs)
+def sweep(tmp_path, space, tracking_uri):
+    return run_sweep(space, tracking_uri=tracking_uri, storage=tmp_path / "ray", system_metrics_s=1)
 
 
 def children(client, summary):
@@ -78,7 +79,7 @@ def steps_of(client, run_id, key):
     return [m.step for m in client.get_metric_history(run_id, key)]
 
 
-def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
+def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys, store_uri):
     # Side by side, one CPU each, so that one trial's start-up overlaps the other's (and the SQLite store
     # takes two writers at once). Which trial starts first is then up to Ray: rows are compared as sets.
     # Neither objective reads UniAlign's weight: sweeping it would run each variant twice, identically, so
@@ -87,7 +88,7 @@ def test_two_trial_sweep_records_one_parent_and_two_children(tmp_path, capsys):
         "CLIP": {"objective.name": "clip"},
         "ITO": {"objective.name": "ito", "objective.alignment": "views", "fusion.depth": 1},
     }, max_concurrent_trials=2, params={"objective.unialign.align_weight": {"grid": [1.0, 2.0]}})
-    summary = sweep(tmp_path, space)
+    summary = sweep(tmp_path, space, tracking_uri=store_uri)
     printed = capsys.readouterr()
     assert f"warning: {space}: params[objective.unialign.align_weight]: objective clip does not read " \
            f"objective.unialign" in printed.err
@@ -185,13 +186,13 @@ def sweep_cut_when(ready, tmp_path: Path, space: Path, uri: str):
     return summary
 
 
-def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, store_uri):
     # The two trials run side by side (one CPU each), and the sweep is interrupted once the short one has
     # finished and the long one has checkpointed since: a validation pass well after the first trial's end,
     # by when Tune has recorded that end too.
     space = write_space(tmp_path / "cut.yaml", {"first": {"objective.name": "clip", "schedule.steps": 10}, "second": {}},
                         config={"schedule.steps": 40, "eval.every": 5}, max_concurrent_trials=2)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri
     client = MlflowClient(uri)
 
     def second_trial_runs_after_first_ended() -> bool:
@@ -220,13 +221,13 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
 
 
-def test_an_interrupted_train_job_resumes_from_its_checkpoint_in_its_one_run(tmp_path):
+def test_an_interrupted_train_job_resumes_from_its_checkpoint_in_its_one_run(tmp_path, store_uri):
     # Ctrl+C once Ray Train has registered a checkpoint of the trial's two workers and MLflow holds its
     # validation pass; the resumed sweep goes on from there, in the same run
     space = write_space(tmp_path / "cut2.yaml", {"CLIP": {"objective.name": "clip"}},
                         config={"schedule.steps": 30, "eval.every": 10},
                         resources={"num_workers": 2, "cpus_per_worker": 1})
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri
     client = MlflowClient(uri)
 
     def checkpointed() -> bool:
@@ -254,11 +255,11 @@ def sweep_command(space: Path, tmp_path: Path, *extra: str) -> list[str]:
             "--storage", str(tmp_path / "ray"), *extra]
 
 
-def test_a_killed_driver_resumes_a_trial_that_trains_itself_from_its_checkpoint_in_its_one_run(tmp_path):
+def test_a_killed_driver_resumes_a_trial_that_trains_itself_from_its_checkpoint_in_its_one_run(tmp_path, store_uri):
     space = write_space(tmp_path / "killed.yaml", {"CLIP": {"objective.name": "clip"}},
                         config={"schedule.steps": 30, "eval.every": 10})
     command = sweep_command(space, tmp_path)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(store_uri)
 
     def checkpointed() -> bool:
         # The second validation pass: by then Tune has registered the first one's checkpoint and saved its
@@ -288,6 +289,57 @@ def test_a_killed_driver_resumes_a_trial_that_trains_itself_from_its_checkpoint_
     # both attempts wrote to the trial's one log
     log = tmp_path / "ray" / "killed" / "logs" / f"{run.data.tags['ray.trial_id']}.log"
     assert log.read_text().count("No pretrained weights loaded for model 'tiny'") == 2
+    # the sweep's state names both drivers' Ray jobs (the second: this process's), what --resume tidies after
+    first, second = json.loads((tmp_path / "ray" / "killed" / "ito_sweep.json").read_text())["drivers"]
+    assert first["job_id"] != second["job_id"] == ray.get_runtime_context().get_job_id()
+
+
+# A driver that leaves a placement group in Ray as it is SIGKILLed. Ray removes a job's groups when it ends
+# unless a Train controller places one just then (leftovers.py); a detached actor's group stays too, which
+# makes that leftover here on demand.
+LEAVES_A_GROUP = """
+import json, os, signal, sys, ray
+from ray.util.placement_group import placement_group
+from ito_sweeps.sweep import leftovers
+ray.init(address=sys.argv[1], log_to_driver=False)
+
+@ray.remote(num_cpus=0)
+class Holder:
+    def place(self):
+        group = placement_group([{"CPU": 0.25}])
+        ray.get(group.ready())
+        return group.id.hex()
+
+holder = Holder.options(name=sys.argv[2], namespace="leftovers", lifetime="detached").remote()
+print(json.dumps({"group": ray.get(holder.place.remote()), "driver": leftovers.this_driver()}), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_what_ended_drivers_of_a_sweep_left_is_removed_and_nothing_else():
+    def killed_driver(name):
+        done = subprocess.run([sys.executable, "-c", LEAVES_A_GROUP, ray.get_runtime_context().gcs_address, name],
+                              capture_output=True, text=True, timeout=120)
+        return json.loads(done.stdout.splitlines()[-1])
+
+    ours, other = killed_driver("ours"), killed_driver("other")
+    mine = placement_group([{"CPU": 0.25}])
+    ray.get(mine.ready())
+    try:
+        me = leftovers.this_driver()
+        assert me["job_id"] == ray.get_runtime_context().get_job_id()
+        # the sweep's earlier driver; one with the other's job id but another start (a Ray restarted since:
+        # job ids count from 1 again); this driver, alive. The other driver's job is not the sweep's.
+        restarted = {**other["driver"], "start_time": other["driver"]["start_time"] - 1}
+        assert leftovers.remove_groups_of_ended([ours["driver"], restarted, me]) == [ours["group"]]
+        table = placement_group_table()
+        assert table[ours["group"]]["state"] == "REMOVED"
+        assert table[other["group"]]["state"] == table[mine.id.hex()]["state"] == "CREATED"
+    finally:
+        remove_placement_group(mine)
+        leftovers.remove_group(other["group"])
+        for name in ("ours", "other"):
+            ray.kill(ray.get_actor(name, namespace="leftovers"))
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["trial-trains-itself", "train-job"])
@@ -360,11 +412,11 @@ def test_asha_stops_a_poor_trial_and_a_failing_trial_is_failed_while_the_sweep_g
     assert distributed.value == pytest.approx(seen[0]["train/loss"], abs=1e-5, rel=0)
 
 
-def test_a_killed_trial_that_trains_itself_is_retried_from_its_checkpoint_in_its_one_run(tmp_path):
+def test_a_killed_trial_that_trains_itself_is_retried_from_its_checkpoint_in_its_one_run(tmp_path, store_uri):
     space = write_space(tmp_path / "retry.yaml", {"CLIP": {"objective.name": "clip"}},
                         config={"schedule.steps": 30, "eval.every": 10}, max_failures=1)
     killed = {}
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(store_uri)
 
     def kill_after_first_checkpoint():
         # Once the trial trains past its first validation pass: its report returned, which a Tune trial's
@@ -386,7 +438,7 @@ def test_a_killed_trial_that_trains_itself_is_retried_from_its_checkpoint_in_its
 
     watcher = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     watcher.start()
-    summary = sweep(tmp_path, space)
+    summary = sweep(tmp_path, space, tracking_uri=store_uri)
     watcher.join()
     assert killed, "the trial never checkpointed"
     (run,) = children(client, summary).values()  # one run, not two
@@ -397,7 +449,7 @@ def test_a_killed_trial_that_trains_itself_is_retried_from_its_checkpoint_in_its
     assert steps_of(client, run.info.run_id, "val/scenes/zeroshot_top1")[-1] == 30
 
 
-def test_an_optuna_sweep_samples_within_bounds_and_records_each_trial(tmp_path):
+def test_an_optuna_sweep_samples_within_bounds_and_records_each_trial(tmp_path, store_uri):
     space = tmp_path / "tpe.yaml"
     space.write_text(yaml.safe_dump({
         "config": {**TINY, "objective.name": "ito"},
@@ -406,7 +458,7 @@ def test_an_optuna_sweep_samples_within_bounds_and_records_each_trial(tmp_path):
         "params": {"objective.fusion_weight": {"loguniform": [0.25, 8]}, "fusion.depth": {"choice": [1, 2]}},
         "resources": {"num_workers": 1, "cpus_per_worker": 1}, "max_concurrent_trials": 2,
     }))
-    summary = sweep(tmp_path, space)
+    summary = sweep(tmp_path, space, tracking_uri=store_uri)
     client = MlflowClient(summary.tracking_uri)
     runs = list(children(client, summary).values())
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
@@ -428,13 +480,13 @@ def test_an_unreachable_server_fails_fast_with_a_clear_message(tmp_path, capsys)
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["trial-trains-itself", "train-job"])
-def test_a_request_no_node_can_meet_fails_the_sweep_after_the_bounded_wait(tmp_path, capsys, workers):
+def test_a_request_no_node_can_meet_fails_the_sweep_after_the_bounded_wait(tmp_path, capsys, workers, store_uri):
     # This Ray (started by the fixture, as on a cluster the sweep joins) has no GPU and no autoscaler: the
     # trial's placement group is infeasible from the start, and the sweep gives up after infeasible_wait_s.
     space = write_space(tmp_path / "gpu.yaml", {"CLIP": {"objective.name": "clip"}},
                         resources={"num_workers": workers, "cpus_per_worker": 1, "gpus_per_worker": 1,
                                    "infeasible_wait_s": 3})
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri
     started = time.monotonic()
     assert main(["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 2
     assert time.monotonic() - started < 60
@@ -451,8 +503,8 @@ def test_a_request_no_node_can_meet_fails_the_sweep_after_the_bounded_wait(tmp_p
     assert infeasible_groups() == []  # and nothing of the sweep is left waiting in Ray
 
 
-def test_ui_serves_the_local_store_on_loopback(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_ui_serves_the_local_store_on_loopback(tmp_path, store_uri):
+    uri = store_uri
     MlflowClient(uri).create_experiment("browse-me")
     port = free_port()
     ui = start([sys.executable, "-m", "ito_sweeps.cli", "ui", "--tracking-uri", uri, "--port", str(port)], cwd=tmp_path)

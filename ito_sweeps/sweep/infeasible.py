@@ -80,13 +80,12 @@ def remove_infeasible_groups(settle_s: float = 10.0) -> None:
     """Once the sweep has given up: nothing of it stays queued in Ray (a driver that joined a cluster may
     live on, and a job's placement groups outlive the actors that asked for them). A trial's Train
     controller may place a new group while it is being stopped, hence the few rounds."""
-    from ray import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ito_sweeps.sweep.leftovers import remove_group
 
     deadline, quiet = time.monotonic() + settle_s, 0
     while quiet < 2 and time.monotonic() < deadline:
         groups = infeasible_groups()
         for group in groups:
-            remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(group))))
+            remove_group(group)
         quiet = 0 if groups else quiet + 1
         time.sleep(0.5)
