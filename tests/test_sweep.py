@@ -248,17 +248,17 @@ def test_an_interrupted_train_job_resumes_from_its_checkpoint_in_its_one_run(tmp
     assert steps_of(client, run.info.run_id, "test/scenes/zeroshot_top1") == [30]
 
 
-def sweep_command(space: Path, tmp_path: Path, *extra: str) -> list[str]:
+def sweep_command(space: Path, tmp_path: Path, uri: str, *extra: str) -> list[str]:
     """The sweep command as a researcher runs it, its own driver process, joined to this module's Ray."""
     return [sys.executable, "-m", "ito_sweeps.cli", "sweep", str(space), "--address",
-            ray.get_runtime_context().gcs_address, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+            ray.get_runtime_context().gcs_address, "--tracking-uri", uri,
             "--storage", str(tmp_path / "ray"), *extra]
 
 
 def test_a_killed_driver_resumes_a_trial_that_trains_itself_from_its_checkpoint_in_its_one_run(tmp_path, store_uri):
     space = write_space(tmp_path / "killed.yaml", {"CLIP": {"objective.name": "clip"}},
                         config={"schedule.steps": 30, "eval.every": 10})
-    command = sweep_command(space, tmp_path)
+    command = sweep_command(space, tmp_path, store_uri)
     client = MlflowClient(store_uri)
 
     def checkpointed() -> bool:
@@ -361,7 +361,7 @@ def test_asha_stops_a_poor_trial_and_a_failing_trial_is_failed_while_the_sweep_g
         resources={"num_workers": workers, "cpus_per_worker": 2 // workers})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     if workers == 1:  # the sweep command as a researcher runs it: the console is what a researcher sees
-        done = subprocess.run(sweep_command(space, tmp_path), capture_output=True, text=True, timeout=300)
+        done = subprocess.run(sweep_command(space, tmp_path, uri), capture_output=True, text=True, timeout=300)
         out, console = done.stdout, done.stdout + done.stderr
         assert done.returncode == 1, console
     else:  # in this process: the slowest test of the suite is spared a second driver's start-up

@@ -105,7 +105,6 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
             raise SweepError(f"--resume: no interrupted sweep {name!r} under {storage_path}; "
                              f"run it without --resume to start it")
         state = json.loads(state_file.read_text())
-        drivers = state.pop("drivers", [])  # the Ray jobs of its earlier drivers (leftovers.py)
         if state["tracking_uri"] != uri:
             raise SweepError(f"--resume: sweep {name!r} logs to {state['tracking_uri']}, not {uri}; "
                              f"pass --tracking-uri {state['tracking_uri']}")
@@ -129,9 +128,9 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
              "description": space.description},
             space.path,
         )
-        drivers = []
         experiment_path.mkdir(parents=True)
         state_file.write_text(json.dumps(state, indent=2) + "\n")
+    drivers = state.pop("drivers", [])  # the Ray jobs of its earlier drivers, none for a new sweep (leftovers.py)
 
     # Tune's own console output (an experiment box, a TensorBoard hint) would only repeat the trial table's
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -141,11 +140,10 @@ def run_sweep(space_file: str | Path, *, profile: str | None = None, address: st
         forward = store.credentials_to_forward()
         ray.init(address=address, include_dashboard=True, log_to_driver=True,
                  runtime_env={"env_vars": forward} if forward else None)
-    if resume:
-        removed = leftovers.remove_groups_of_ended(drivers)
-        if removed:
-            print(f"removed {len(removed)} Ray placement group(s) that an earlier, killed driver of this sweep "
-                  f"left holding resources", file=sys.stderr, flush=True)
+    removed = leftovers.remove_groups_of_ended(drivers)
+    if removed:
+        print(f"removed {len(removed)} Ray placement group(s) that an earlier, killed driver of this sweep "
+              f"left holding resources", file=sys.stderr, flush=True)
     this_driver = leftovers.this_driver()
     if this_driver is not None:
         state_file.write_text(json.dumps({**state, "drivers": [*drivers, this_driver]}, indent=2) + "\n")
